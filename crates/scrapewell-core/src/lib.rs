@@ -1,0 +1,38 @@
+//! Tower middleware for scrapers that must keep working against real sites.
+//!
+//! - [`retry`]: conflict-aware retry. Tells a transient 409 (a lock, a request in flight) from
+//!   a permanent one, honours `Retry-After` within a cap, never repeats a write that is not
+//!   safe to repeat, and draws on a shared retry budget.
+//! - [`idempotency`]: one `Idempotency-Key` per logical POST / PATCH, reused by every attempt.
+//!
+//! The layers are generic over `http::Request<B>` / `http::Response<B>` and never name a
+//! particular client: the request body must be [`ReplayBody`] (so it can be sent again) and the
+//! response body [`InspectBody`] (so a 409's problem details can be read).
+//!
+//! # Example
+//!
+//! ```
+//! use bytes::Bytes;
+//! use http::{Request, Response};
+//! use scrapewell_core::{idempotency::IdempotencyLayer, retry::{RetryLayer, RetryPolicy}};
+//! use tower::ServiceBuilder;
+//!
+//! let service = ServiceBuilder::new()
+//!     .layer(IdempotencyLayer::new())
+//!     .layer(RetryLayer::new(RetryPolicy::default()))
+//!     .service_fn(|_: Request<Bytes>| async {
+//!         Ok::<_, tower::BoxError>(Response::new(Bytes::new()))
+//!     });
+//! # let _ = service;
+//! ```
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
+
+mod body;
+pub mod idempotency;
+mod problem;
+pub mod retry;
+
+pub use body::{InspectBody, ReplayBody};
+pub use problem::ProblemDetails;

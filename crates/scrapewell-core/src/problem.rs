@@ -1,0 +1,221 @@
+//! RFC 9457 problem details, and the words in them that mark a conflict as transient.
+
+use http::HeaderMap;
+use http::header::CONTENT_TYPE;
+use serde::Deserialize;
+
+/// An RFC 9457 problem details object (`application/problem+json`).
+///
+/// Members that are absent or of the wrong type are `None`; extension members are kept in
+/// [`extensions`](Self::extensions).
+///
+/// # Example
+///
+/// ```
+/// use scrapewell_core::ProblemDetails;
+///
+/// let body = br#"{"type":"https://example.com/dup","title":"Duplicate order","status":409}"#;
+/// let problem = ProblemDetails::from_json(body).unwrap();
+/// assert_eq!(problem.title.as_deref(), Some("Duplicate order"));
+/// assert_eq!(problem.status, Some(409));
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[non_exhaustive]
+pub struct ProblemDetails {
+    /// A URI reference that identifies the problem type (`type`).
+    #[serde(rename = "type", default, deserialize_with = "lenient")]
+    pub type_uri: Option<String>,
+    /// A short, human-readable summary of the problem type.
+    #[serde(default, deserialize_with = "lenient")]
+    pub title: Option<String>,
+    /// The HTTP status code the server gave for this occurrence.
+    #[serde(default, deserialize_with = "lenient")]
+    pub status: Option<u16>,
+    /// A human-readable explanation of this occurrence.
+    #[serde(default, deserialize_with = "lenient")]
+    pub detail: Option<String>,
+    /// A URI reference that identifies this occurrence.
+    #[serde(default, deserialize_with = "lenient")]
+    pub instance: Option<String>,
+    /// Any other members of the object (`code`, `error`, `errors`, ...).
+    #[serde(flatten)]
+    pub extensions: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Phrases that say a conflict will clear by itself: a lock held, a request with the same
+/// idempotency key still being processed. Matched ASCII-case-insensitively.
+const TRANSIENT_MARKERS: &[&str] = &[
+    "locked",
+    "lock held",
+    "in progress",
+    "in-progress",
+    "in_progress",
+    "in flight",
+    "in-flight",
+    "in_flight",
+    "being processed",
+    "still processing",
+    "idempotency_key_in_use",
+    "try again later",
+];
+
+/// How far into a plain-text body the transient markers are looked for.
+const TEXT_SCAN_LIMIT: usize = 1024;
+
+impl ProblemDetails {
+    /// Parses a JSON object as problem details; `None` when the bytes are not a JSON object.
+    pub fn from_json(body: &[u8]) -> Option<Self> {
+        serde_json::from_slice::<ProblemDetails>(body).ok()
+    }
+
+    /// Parses the body of a response whose content type is JSON (`application/problem+json`,
+    /// `application/json`, any `+json`), or that has no content type and looks like an object.
+    pub fn from_response(headers: &HeaderMap, body: &[u8]) -> Option<Self> {
+        let json = match headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()) {
+            Some(ct) => is_json_media_type(ct),
+            None => body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{'),
+        };
+        if json { Self::from_json(body) } else { None }
+    }
+
+    /// Whether the problem says it will clear by itself ("locked", "in progress", ...), judged
+    /// from `type`, `title`, `detail` and the string members `code`, `error` and `message`.
+    pub fn says_transient(&self) -> bool {
+        let members = [&self.type_uri, &self.title, &self.detail];
+        let extension_strings = ["code", "error", "message"]
+            .into_iter()
+            .filter_map(|k| self.extensions.get(k).and_then(|v| v.as_str()));
+        members
+            .into_iter()
+            .filter_map(|m| m.as_deref())
+            .chain(extension_strings)
+            .any(|text| contains_transient_marker(text.as_bytes()))
+    }
+}
+
+/// Whether a conflict response's body says the conflict is transient: the problem details when
+/// the body is JSON, else the beginning of a `text/plain` body.
+pub(crate) fn body_says_transient(
+    headers: &HeaderMap,
+    body: &[u8],
+    problem: Option<&ProblemDetails>,
+) -> bool {
+    if let Some(problem) = problem {
+        return problem.says_transient();
+    }
+    let plain_text = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| {
+            ct.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("text/plain")
+        });
+    plain_text && contains_transient_marker(&body[..body.len().min(TEXT_SCAN_LIMIT)])
+}
+
+fn contains_transient_marker(text: &[u8]) -> bool {
+    TRANSIENT_MARKERS.iter().any(|marker| {
+        text.windows(marker.len())
+            .any(|w| w.eq_ignore_ascii_case(marker.as_bytes()))
+    })
+}
+
+fn is_json_media_type(content_type: &str) -> bool {
+    let essence = content_type.split(';').next().unwrap_or("").trim();
+    essence.eq_ignore_ascii_case("application/json")
+        || essence.len() > 5 && essence[essence.len() - 5..].eq_ignore_ascii_case("+json")
+}
+
+/// Accepts a member of the wrong type as absent rather than rejecting the whole object.
+fn lenient<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    let value = serde_json::Value::deserialize(deserializer)?;
+    Ok(serde_json::from_value(value).ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn headers(ct: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(CONTENT_TYPE, HeaderValue::from_str(ct).unwrap());
+        h
+    }
+
+    #[test]
+    fn parses_problem_json_with_extensions() {
+        let body =
+            br#"{"type":"about:blank","title":"Conflict","detail":"order exists","code":"dup"}"#;
+        let p = ProblemDetails::from_response(&headers("application/problem+json"), body).unwrap();
+        assert_eq!(p.type_uri.as_deref(), Some("about:blank"));
+        assert_eq!(p.detail.as_deref(), Some("order exists"));
+        assert_eq!(
+            p.extensions.get("code").and_then(|v| v.as_str()),
+            Some("dup")
+        );
+        assert!(!p.says_transient());
+    }
+
+    #[test]
+    fn wrong_member_types_are_absent_not_fatal() {
+        let p = ProblemDetails::from_json(br#"{"title":42,"status":"409","detail":"x"}"#).unwrap();
+        assert_eq!(p.title, None);
+        assert_eq!(p.status, None);
+        assert_eq!(p.detail.as_deref(), Some("x"));
+    }
+
+    #[test]
+    fn body_that_is_not_json_is_no_problem() {
+        assert_eq!(
+            ProblemDetails::from_response(&headers("application/json"), b"<html>"),
+            None
+        );
+        assert_eq!(
+            ProblemDetails::from_response(&headers("text/html"), b"{}"),
+            None
+        );
+        assert_eq!(ProblemDetails::from_json(b"[1,2]"), None);
+        assert_eq!(ProblemDetails::from_json(b""), None);
+    }
+
+    #[test]
+    fn recognises_transient_wording() {
+        for title in [
+            "Resource Locked",
+            "Request in progress",
+            "IN_FLIGHT",
+            "idempotency_key_in_use",
+        ] {
+            let p = ProblemDetails {
+                title: Some(title.into()),
+                ..Default::default()
+            };
+            assert!(p.says_transient(), "{title}");
+        }
+        let by_code = ProblemDetails::from_json(br#"{"code":"request_in_progress"}"#).unwrap();
+        assert!(by_code.says_transient());
+        let permanent = ProblemDetails::from_json(br#"{"title":"Email already in use"}"#).unwrap();
+        assert!(!permanent.says_transient());
+    }
+
+    #[test]
+    fn plain_text_bodies_are_scanned_but_html_is_not() {
+        assert!(body_says_transient(
+            &headers("text/plain; charset=utf-8"),
+            b"Row is locked",
+            None
+        ));
+        assert!(!body_says_transient(
+            &headers("text/html"),
+            b"Row is locked",
+            None
+        ));
+        assert!(!body_says_transient(&HeaderMap::new(), b"locked", None));
+    }
+}

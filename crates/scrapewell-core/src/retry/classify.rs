@@ -1,0 +1,252 @@
+//! The outcome table of DESIGN.md as a classifier the caller can swap.
+
+use http::header::{IF_MATCH, IF_NONE_MATCH, IF_UNMODIFIED_SINCE, RETRY_AFTER};
+use http::{Method, Request, Response, StatusCode};
+
+use super::{Outcome, RetryReason, TransientConflict};
+use crate::idempotency::{IDEMPOTENCY_KEY, IdempotencyKey};
+use crate::problem::body_says_transient;
+use crate::{InspectBody, ProblemDetails};
+
+/// The result of one attempt, as the classifier sees it.
+#[derive(Debug)]
+pub enum AttemptResult<'a, B, E> {
+    /// The server answered.
+    Response(&'a Response<B>),
+    /// The transport failed.
+    Error(&'a E),
+    /// The attempt timeout elapsed first.
+    TimedOut,
+}
+
+/// What the classifier needs to know about the request.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct RequestFacts {
+    /// The request method.
+    pub method: Method,
+    /// Whether the request carries an idempotency key, so the server deduplicates it.
+    pub has_idempotency_key: bool,
+    /// Whether the request is conditional on a version (`If-Match`, `If-Unmodified-Since`,
+    /// `If-None-Match`).
+    pub conditional: bool,
+}
+
+impl RequestFacts {
+    /// Reads the facts off a request.
+    pub fn of<B>(request: &Request<B>) -> Self {
+        let headers = request.headers();
+        RequestFacts {
+            method: request.method().clone(),
+            has_idempotency_key: headers.contains_key(IDEMPOTENCY_KEY)
+                || request.extensions().get::<IdempotencyKey>().is_some(),
+            conditional: headers.contains_key(IF_MATCH)
+                || headers.contains_key(IF_UNMODIFIED_SINCE)
+                || headers.contains_key(IF_NONE_MATCH),
+        }
+    }
+
+    /// Whether sending the request twice does no more than sending it once: an idempotent
+    /// method (GET, HEAD, OPTIONS, TRACE, PUT, DELETE) or a request with an idempotency key.
+    pub fn replay_safe(&self) -> bool {
+        self.has_idempotency_key
+            || matches!(
+                self.method,
+                Method::GET
+                    | Method::HEAD
+                    | Method::OPTIONS
+                    | Method::TRACE
+                    | Method::PUT
+                    | Method::DELETE
+            )
+    }
+}
+
+/// How far a transport failure got, which decides whether it may be retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TransportFailure {
+    /// Nothing reached the server (connection refused, DNS failure): always safe to retry.
+    NotSent,
+    /// The request may have reached the server (timeout, reset, truncated response).
+    AfterSend,
+    /// Retrying cannot help (an invalid request, a response over the size cap).
+    Permanent,
+}
+
+/// A transport error that can say how far the request got.
+///
+/// # Example
+///
+/// ```
+/// use scrapewell_core::retry::{ClassifyError, TransportFailure};
+///
+/// #[derive(Debug)]
+/// enum MyError { Refused, Reset }
+///
+/// impl ClassifyError for MyError {
+///     fn transport_failure(&self) -> TransportFailure {
+///         match self {
+///             MyError::Refused => TransportFailure::NotSent,
+///             MyError::Reset => TransportFailure::AfterSend,
+///         }
+///     }
+/// }
+/// ```
+pub trait ClassifyError {
+    /// How far the failed attempt got.
+    fn transport_failure(&self) -> TransportFailure;
+}
+
+/// A refused connection was not sent; any other I/O error may have been.
+impl ClassifyError for std::io::Error {
+    fn transport_failure(&self) -> TransportFailure {
+        match self.kind() {
+            std::io::ErrorKind::ConnectionRefused => TransportFailure::NotSent,
+            _ => TransportFailure::AfterSend,
+        }
+    }
+}
+
+/// Boxed errors (`tower::BoxError`) are classified by the first I/O error in their chain, and
+/// count as after-send when there is none.
+impl ClassifyError for Box<dyn std::error::Error + Send + Sync> {
+    fn transport_failure(&self) -> TransportFailure {
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(self.as_ref());
+        while let Some(err) = cause {
+            if let Some(io) = err.downcast_ref::<std::io::Error>() {
+                return io.transport_failure();
+            }
+            cause = err.source();
+        }
+        TransportFailure::AfterSend
+    }
+}
+
+/// Turns one attempt's result into an [`Outcome`].
+///
+/// [`ConflictAware`] implements DESIGN.md's outcome table; implement this trait to change it.
+///
+/// # Example
+///
+/// A classifier that never retries:
+///
+/// ```
+/// use scrapewell_core::retry::{AttemptResult, Classify, Outcome, RequestFacts};
+///
+/// #[derive(Debug)]
+/// struct Never;
+///
+/// impl<B, E> Classify<B, E> for Never {
+///     fn classify(&self, _: &RequestFacts, _: AttemptResult<'_, B, E>) -> Outcome {
+///         Outcome::Done
+///     }
+/// }
+/// ```
+pub trait Classify<B, E>: Send + Sync + 'static {
+    /// The outcome of one attempt of `request`.
+    fn classify(&self, request: &RequestFacts, result: AttemptResult<'_, B, E>) -> Outcome;
+}
+
+/// The default classifier: DESIGN.md's outcome table.
+///
+/// | result | replay-safe (idempotent method, or a key) | POST / PATCH without a key |
+/// |---|---|---|
+/// | connect failed | retry | retry |
+/// | timeout, reset after sending | retry | outcome unknown |
+/// | 408, 500, 502, 504 | retry | done |
+/// | 429 | retry | retry |
+/// | 503 | retry | retry with `Retry-After`, else done |
+/// | 409 transient (Retry-After, key in flight, locked) | retry | retry with `Retry-After`, else conflict |
+/// | 409 / 412 to a conditional request | stale version | stale version |
+/// | other 409 | conflict | conflict |
+/// | anything else | done | done |
+///
+/// # Example
+///
+/// ```
+/// use http::{Request, Response, StatusCode};
+/// use scrapewell_core::retry::{AttemptResult, Classify, ConflictAware, Outcome, RequestFacts, RetryReason};
+///
+/// let request = Request::get("http://example.com/").body(()).unwrap();
+/// let response = Response::builder().status(502).body(bytes::Bytes::new()).unwrap();
+/// let outcome = <ConflictAware as Classify<_, std::io::Error>>::classify(
+///     &ConflictAware,
+///     &RequestFacts::of(&request),
+///     AttemptResult::Response(&response),
+/// );
+/// assert_eq!(outcome, Outcome::Retry(RetryReason::Status(StatusCode::BAD_GATEWAY)));
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ConflictAware;
+
+impl<B, E> Classify<B, E> for ConflictAware
+where
+    B: InspectBody,
+    E: ClassifyError,
+{
+    fn classify(&self, request: &RequestFacts, result: AttemptResult<'_, B, E>) -> Outcome {
+        let replay_safe = request.replay_safe();
+        let response = match result {
+            AttemptResult::Response(response) => response,
+            AttemptResult::Error(error) => {
+                return match error.transport_failure() {
+                    TransportFailure::NotSent => Outcome::Retry(RetryReason::Connect),
+                    TransportFailure::AfterSend if replay_safe => {
+                        Outcome::Retry(RetryReason::Transport)
+                    }
+                    TransportFailure::AfterSend => Outcome::OutcomeUnknown,
+                    TransportFailure::Permanent => Outcome::Done,
+                };
+            }
+            AttemptResult::TimedOut if replay_safe => return Outcome::Retry(RetryReason::Timeout),
+            AttemptResult::TimedOut => return Outcome::OutcomeUnknown,
+        };
+        let status = response.status();
+        let has_retry_after = response.headers().contains_key(RETRY_AFTER);
+        match status {
+            StatusCode::CONFLICT if request.conditional => Outcome::StaleVersion,
+            StatusCode::PRECONDITION_FAILED if request.conditional => Outcome::StaleVersion,
+            StatusCode::CONFLICT => classify_conflict(request, response, has_retry_after),
+            StatusCode::TOO_MANY_REQUESTS => Outcome::Retry(RetryReason::Status(status)),
+            StatusCode::SERVICE_UNAVAILABLE if replay_safe || has_retry_after => {
+                Outcome::Retry(RetryReason::Status(status))
+            }
+            StatusCode::REQUEST_TIMEOUT
+            | StatusCode::INTERNAL_SERVER_ERROR
+            | StatusCode::BAD_GATEWAY
+            | StatusCode::GATEWAY_TIMEOUT
+                if replay_safe =>
+            {
+                Outcome::Retry(RetryReason::Status(status))
+            }
+            _ => Outcome::Done,
+        }
+    }
+}
+
+fn classify_conflict<B: InspectBody>(
+    request: &RequestFacts,
+    response: &Response<B>,
+    has_retry_after: bool,
+) -> Outcome {
+    let body = response.body().inspect().unwrap_or_default();
+    let problem = ProblemDetails::from_response(response.headers(), body);
+    let signal = if has_retry_after {
+        Some(TransientConflict::RetryAfter)
+    } else if body_says_transient(response.headers(), body, problem.as_ref()) {
+        Some(if request.has_idempotency_key {
+            TransientConflict::KeyInFlight
+        } else {
+            TransientConflict::Locked
+        })
+    } else {
+        None
+    };
+    match signal {
+        Some(signal) if request.replay_safe() || signal == TransientConflict::RetryAfter => {
+            Outcome::Retry(RetryReason::Conflict(signal))
+        }
+        _ => Outcome::Conflict(problem),
+    }
+}

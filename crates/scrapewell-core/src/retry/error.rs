@@ -1,0 +1,146 @@
+//! The ways a request can fail in the retry layer.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, StatusCode};
+
+use super::{Attempts, RetryReason};
+use crate::ProblemDetails;
+
+/// Why a request failed after the retry layer was done with it. Every variant carries the
+/// [`Attempts`] made.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RetryError<E> {
+    /// A permanent conflict (or a transient one that outlasted the attempts): never retried
+    /// blindly. Carries the server's problem details when the body had them.
+    #[error("conflict ({status}){}", describe(problem.as_ref()))]
+    Conflict {
+        /// The response status (409).
+        status: StatusCode,
+        /// The parsed RFC 9457 problem details, when the body had them.
+        problem: Option<ProblemDetails>,
+        /// The attempts made.
+        attempts: Attempts,
+    },
+    /// A conditional request met a newer version of the resource (409 or 412 to `If-Match`).
+    #[error("stale version ({status}): the resource changed since it was read")]
+    StaleVersion {
+        /// The response status (409 or 412).
+        status: StatusCode,
+        /// The current version's ETag, when the server sent it.
+        etag: Option<HeaderValue>,
+        /// The response body: the current state, when the server sent it.
+        current: Option<Bytes>,
+        /// The attempts made.
+        attempts: Attempts,
+    },
+    /// The server kept refusing for load (429, or 503 with `Retry-After`) until the attempts ran
+    /// out.
+    #[error("rate limited ({status}) after {} attempts", attempts.count())]
+    RateLimited {
+        /// The last status (429 or 503).
+        status: StatusCode,
+        /// The delay the server last asked for, when it said.
+        retry_after: Option<Duration>,
+        /// The attempts made.
+        attempts: Attempts,
+    },
+    /// The server asked for a longer wait than the configured cap.
+    #[error("server asked to retry after {value:?} ({requested:?}), over the cap of {cap:?}")]
+    RetryAfterTooLong {
+        /// The status of the response that asked.
+        status: StatusCode,
+        /// The header value as the server sent it.
+        value: String,
+        /// The delay it asked for.
+        requested: Duration,
+        /// The configured cap.
+        cap: Duration,
+        /// The attempts made.
+        attempts: Attempts,
+    },
+    /// Every attempt timed out.
+    #[error("timed out: attempt {} exceeded {timeout:?}", attempts.count())]
+    Timeout {
+        /// The per-attempt timeout.
+        timeout: Duration,
+        /// The attempts made.
+        attempts: Attempts,
+    },
+    /// The total time budget ran out, during an attempt or before a retry could be made.
+    #[error("deadline of {deadline:?} exceeded after {} attempts", attempts.count())]
+    DeadlineExceeded {
+        /// The configured deadline.
+        deadline: Duration,
+        /// The attempts made.
+        attempts: Attempts,
+    },
+    /// A request that is not safe to repeat (POST / PATCH without an idempotency key) timed
+    /// out or broke after it was sent: the server may or may not have processed it.
+    #[error("outcome unknown: the request may have been processed, and repeating it is not safe")]
+    OutcomeUnknown {
+        /// The transport error, or `None` when the attempt timeout elapsed.
+        #[source]
+        source: Option<E>,
+        /// The attempts made.
+        attempts: Attempts,
+    },
+    /// The client's retry budget refused the retry (too many retries for the recent traffic).
+    #[error("retry budget exhausted; last attempt: {reason}")]
+    BudgetExhausted {
+        /// Why the refused retry was wanted.
+        reason: RetryReason,
+        /// The attempts made.
+        attempts: Attempts,
+    },
+    /// The attempt failed in a retryable way, but the request body is a stream that can only
+    /// be sent once.
+    #[error("not retried: the request body is a stream and cannot be sent again")]
+    NotReplayable {
+        /// The transport error of the only attempt.
+        #[source]
+        source: E,
+        /// The attempts made.
+        attempts: Attempts,
+    },
+    /// The transport failed on the last attempt.
+    #[error("transport error after {} attempts", attempts.count())]
+    Transport {
+        /// The transport error.
+        #[source]
+        source: E,
+        /// The attempts made.
+        attempts: Attempts,
+    },
+}
+
+impl<E> RetryError<E> {
+    /// The attempts made before the request failed.
+    pub fn attempts(&self) -> &Attempts {
+        match self {
+            RetryError::Conflict { attempts, .. }
+            | RetryError::StaleVersion { attempts, .. }
+            | RetryError::RateLimited { attempts, .. }
+            | RetryError::RetryAfterTooLong { attempts, .. }
+            | RetryError::Timeout { attempts, .. }
+            | RetryError::DeadlineExceeded { attempts, .. }
+            | RetryError::OutcomeUnknown { attempts, .. }
+            | RetryError::BudgetExhausted { attempts, .. }
+            | RetryError::NotReplayable { attempts, .. }
+            | RetryError::Transport { attempts, .. } => attempts,
+        }
+    }
+}
+
+fn describe(problem: Option<&ProblemDetails>) -> String {
+    let Some(problem) = problem else {
+        return String::new();
+    };
+    match (problem.title.as_deref(), problem.detail.as_deref()) {
+        (Some(title), Some(detail)) => format!(": {title}: {detail}"),
+        (Some(text), None) | (None, Some(text)) => format!(": {text}"),
+        (None, None) => String::new(),
+    }
+}

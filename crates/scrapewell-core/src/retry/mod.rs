@@ -1,0 +1,146 @@
+//! Conflict-aware retry: retries what is transient, refuses to repeat what is not.
+//!
+//! Every attempt's result is turned into an [`Outcome`] by a [`Classify`] implementation
+//! ([`ConflictAware`] by default, DESIGN.md's outcome table). A retry waits for the server's
+//! `Retry-After` when it sent one (capped), else for the next delay of an exponential
+//! schedule with jitter; it stops at the attempt limit, the deadline, or when the shared
+//! [`RetryBudget`] refuses.
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use bytes::Bytes;
+//! use http::{Request, Response, StatusCode};
+//! use scrapewell_core::retry::{Attempts, RetryLayer, RetryPolicy};
+//! use tower::{Service, ServiceBuilder, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! let calls = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+//! let counter = calls.clone();
+//! let mut service = ServiceBuilder::new()
+//!     .layer(RetryLayer::new(RetryPolicy::default().backoff(Duration::ZERO, Duration::ZERO)))
+//!     .service_fn(move |_: Request<Bytes>| {
+//!         let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+//!         async move {
+//!             let status = if n == 0 { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
+//!             Ok::<_, tower::BoxError>(Response::builder().status(status).body(Bytes::new()).unwrap())
+//!         }
+//!     });
+//! let request = Request::get("http://127.0.0.1/").body(Bytes::new()).unwrap();
+//! let response = service.ready().await.unwrap().call(request).await.unwrap();
+//! assert_eq!(response.status(), StatusCode::OK);
+//! assert_eq!(response.extensions().get::<Attempts>().unwrap().count(), 2);
+//! # }
+//! ```
+
+mod budget;
+mod classify;
+mod error;
+mod future;
+mod layer;
+mod outcome;
+mod policy;
+mod retry_after;
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::{Request, Response};
+use tower::Service;
+
+pub use budget::{InvalidBudget, RetryBudget};
+pub use classify::{
+    AttemptResult, Classify, ClassifyError, ConflictAware, RequestFacts, TransportFailure,
+};
+pub use error::RetryError;
+pub use future::ResponseFuture;
+pub use layer::RetryLayer;
+pub use outcome::{Attempts, Outcome, RetryReason, RetryRecord, TransientConflict};
+pub use policy::{RetryOverrides, RetryPolicy};
+pub use retry_after::{RetryAfterError, parse_retry_after};
+
+use crate::{InspectBody, ReplayBody};
+
+/// Retries requests to the inner service by a [`RetryPolicy`].
+///
+/// Responses that come through carry the [`Attempts`] made in their extensions; failures are a
+/// [`RetryError`] that carries them too.
+///
+/// # Clone
+///
+/// The policy (with its budget and jitter seed) sits behind an `Arc`: clones share it, so all
+/// clones of one service draw on one retry budget.
+#[derive(Debug)]
+pub struct Retry<S, C = ConflictAware> {
+    inner: S,
+    policy: Arc<RetryPolicy<C>>,
+}
+
+impl<S, C> Retry<S, C> {
+    /// Wraps `inner` with retries by `policy`.
+    pub fn new(inner: S, policy: RetryPolicy<C>) -> Self {
+        Self::from_shared(inner, Arc::new(policy))
+    }
+
+    pub(crate) fn from_shared(inner: S, policy: Arc<RetryPolicy<C>>) -> Self {
+        Retry { inner, policy }
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> &RetryPolicy<C> {
+        &self.policy
+    }
+
+    /// A reference to the inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// A mutable reference to the inner service.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: Clone, C> Clone for Retry<S, C> {
+    fn clone(&self) -> Self {
+        Retry {
+            inner: self.inner.clone(),
+            policy: Arc::clone(&self.policy),
+        }
+    }
+}
+
+impl<S, C, ReqB, ResB> Service<Request<ReqB>> for Retry<S, C>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: Send + 'static,
+    C: Classify<ResB, S::Error>,
+    ReqB: ReplayBody + Send + 'static,
+    ResB: InspectBody + Send + 'static,
+{
+    type Response = Response<ResB>;
+    type Error = RetryError<S::Error>;
+    type Future = ResponseFuture<Response<ResB>, RetryError<S::Error>>;
+
+    /// Always ready: the inner service's readiness is awaited before each attempt, inside the
+    /// response future.
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<ReqB>) -> Self::Future {
+        let inner = self.inner.clone();
+        ResponseFuture::new(future::run(inner, Arc::clone(&self.policy), request))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,128 @@
+//! What one attempt's result means, and the record of the attempts a request made.
+
+use std::fmt;
+use std::time::Duration;
+
+use http::StatusCode;
+
+use crate::ProblemDetails;
+
+/// What the retry layer does with one attempt's result: the verdict of a
+/// [`Classify`](super::Classify) implementation.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// Hand the response (or the transport error) to the caller as it is.
+    Done,
+    /// Try again after a delay, for the given reason.
+    Retry(RetryReason),
+    /// A permanent conflict (duplicate create, state conflict): fail without retrying.
+    Conflict(Option<ProblemDetails>),
+    /// A conditional request (`If-Match`) met a newer version: fail with the current state, for a
+    /// resolver to re-read and re-apply.
+    StaleVersion,
+    /// The request may or may not have been processed and cannot safely be sent again (a POST
+    /// without an idempotency key that timed out or was reset after it was sent).
+    OutcomeUnknown,
+}
+
+/// Why an attempt was retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RetryReason {
+    /// The connection failed before anything was sent.
+    Connect,
+    /// The attempt timed out.
+    Timeout,
+    /// The connection broke after the request was sent (a reset, a truncated body).
+    Transport,
+    /// A status that is retryable for this request (408, 429, 500, 502, 503, 504).
+    Status(StatusCode),
+    /// A 409 Conflict that will clear by itself.
+    Conflict(TransientConflict),
+}
+
+/// What marked a 409 Conflict as transient.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum TransientConflict {
+    /// The server sent `Retry-After`.
+    RetryAfter,
+    /// The request's idempotency key is still being processed by an earlier attempt.
+    KeyInFlight,
+    /// The problem body says the resource is locked or the operation in progress.
+    Locked,
+}
+
+impl fmt::Display for RetryReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RetryReason::Connect => f.write_str("connect failed"),
+            RetryReason::Timeout => f.write_str("timeout"),
+            RetryReason::Transport => f.write_str("connection broken"),
+            RetryReason::Status(status) => write!(f, "status {}", status.as_u16()),
+            RetryReason::Conflict(TransientConflict::RetryAfter) => {
+                f.write_str("409 with Retry-After")
+            }
+            RetryReason::Conflict(TransientConflict::KeyInFlight) => {
+                f.write_str("409 key in flight")
+            }
+            RetryReason::Conflict(TransientConflict::Locked) => f.write_str("409 locked"),
+        }
+    }
+}
+
+/// What happened to one logical request: how many attempts it took and why each retry was made.
+///
+/// Found in the extensions of a response that came through the retry layer, and in every
+/// [`RetryError`](super::RetryError).
+///
+/// # Example
+///
+/// ```
+/// use scrapewell_core::retry::Attempts;
+///
+/// let attempts = Attempts::default();
+/// assert_eq!(attempts.count(), 0);
+/// assert!(attempts.retries().is_empty());
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Attempts {
+    count: u32,
+    retries: Vec<RetryRecord>,
+}
+
+/// One retry: after which attempt, why, and how long the layer waited before the next one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RetryRecord {
+    /// The attempt (1-based) whose result was retried.
+    pub attempt: u32,
+    /// Why it was retried.
+    pub reason: RetryReason,
+    /// The delay chosen before the next attempt.
+    pub delay: Duration,
+    /// Whether the delay came from the server (`Retry-After`) rather than the backoff schedule.
+    pub server_asked: bool,
+}
+
+impl Attempts {
+    /// The number of attempts sent (at least 1 once a request was tried).
+    pub fn count(&self) -> u32 {
+        self.count
+    }
+
+    /// The retries, in order; `count() - 1` of them when the request was retried to the end.
+    pub fn retries(&self) -> &[RetryRecord] {
+        &self.retries
+    }
+
+    pub(crate) fn begin_attempt(&mut self) -> u32 {
+        self.count += 1;
+        self.count
+    }
+
+    pub(crate) fn record_retry(&mut self, record: RetryRecord) {
+        self.retries.push(record);
+    }
+}

@@ -1,0 +1,544 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use tokio::time::Instant;
+use tower::{BoxError, Layer, Service, ServiceExt};
+use tower_test::mock;
+
+use super::*;
+use crate::idempotency::IdempotencyLayer;
+
+type Mock = mock::Mock<Request<Bytes>, Response<Bytes>>;
+type Handle = mock::Handle<Request<Bytes>, Response<Bytes>>;
+type Outcome = Result<Response<Bytes>, RetryError<BoxError>>;
+
+fn policy() -> RetryPolicy {
+    RetryPolicy::default()
+        .backoff(Duration::from_millis(100), Duration::from_secs(2))
+        .jitter_seed(1)
+        .no_budget()
+}
+
+fn response(status: u16, headers: &[(&str, &str)], body: &str) -> Response<Bytes> {
+    let mut builder = Response::builder().status(status);
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    builder
+        .body(Bytes::copy_from_slice(body.as_bytes()))
+        .unwrap()
+}
+
+fn get() -> Request<Bytes> {
+    Request::get("http://127.0.0.1/page")
+        .body(Bytes::new())
+        .unwrap()
+}
+
+fn post() -> Request<Bytes> {
+    Request::post("http://127.0.0.1/orders")
+        .body(Bytes::from_static(b"{\"ref\":1}"))
+        .unwrap()
+}
+
+/// Sends `request` through `layer(mock)` on a spawned task; the test answers through the handle.
+fn spawn_call<L>(layer: L, request: Request<Bytes>) -> (Handle, tokio::task::JoinHandle<Outcome>)
+where
+    L: Layer<Mock>,
+    L::Service: Service<Request<Bytes>, Response = Response<Bytes>, Error = RetryError<BoxError>>
+        + Send
+        + 'static,
+    <L::Service as Service<Request<Bytes>>>::Future: Send,
+{
+    let (service, handle) = mock::pair::<Request<Bytes>, Response<Bytes>>();
+    let service = layer.layer(service);
+    (handle, tokio::spawn(service.oneshot(request)))
+}
+
+/// Answers the next attempts in order; returns the instants they arrived at.
+async fn answer(handle: &mut Handle, answers: Vec<Response<Bytes>>) -> Vec<Instant> {
+    let mut arrivals = Vec::new();
+    for answer in answers {
+        let (_, send) = handle.next_request().await.expect("another attempt");
+        arrivals.push(Instant::now());
+        send.send_response(answer);
+    }
+    arrivals
+}
+
+fn refused() -> BoxError {
+    Box::new(std::io::Error::new(
+        std::io::ErrorKind::ConnectionRefused,
+        "refused",
+    ))
+}
+
+fn reset() -> BoxError {
+    Box::new(std::io::Error::new(
+        std::io::ErrorKind::ConnectionReset,
+        "reset",
+    ))
+}
+
+#[tokio::test(start_paused = true)]
+async fn get_on_503_waits_for_retry_after_then_succeeds() {
+    let (mut handle, call) = spawn_call(RetryLayer::new(policy()), get());
+    let times = answer(
+        &mut handle,
+        vec![
+            response(503, &[("retry-after", "2")], ""),
+            response(200, &[], "ok"),
+        ],
+    )
+    .await;
+    let response = call.await.unwrap().unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(times[1] - times[0], Duration::from_secs(2));
+    let attempts = response.extensions().get::<Attempts>().unwrap();
+    assert_eq!(attempts.count(), 2);
+    assert_eq!(
+        attempts.retries()[0].reason,
+        RetryReason::Status(StatusCode::SERVICE_UNAVAILABLE)
+    );
+    assert!(attempts.retries()[0].server_asked);
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_after_as_an_http_date_is_honoured() {
+    let at = std::time::SystemTime::now() + Duration::from_secs(5);
+    let date = httpdate::fmt_http_date(at);
+    let (mut handle, call) = spawn_call(RetryLayer::new(policy()), get());
+    let times = answer(
+        &mut handle,
+        vec![
+            response(429, &[("retry-after", &date)], ""),
+            response(200, &[], ""),
+        ],
+    )
+    .await;
+    call.await.unwrap().unwrap();
+    let waited = times[1] - times[0];
+    // The date has whole-second precision and SystemTime is not paused: 4 to 5 seconds.
+    assert!(
+        waited >= Duration::from_secs(4) && waited <= Duration::from_secs(5),
+        "{waited:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn malformed_retry_after_falls_back_to_the_schedule() {
+    for value in ["-5", "soon", "1.5", "in a while"] {
+        let (mut handle, call) = spawn_call(RetryLayer::new(policy()), get());
+        let times = answer(
+            &mut handle,
+            vec![
+                response(503, &[("retry-after", value)], ""),
+                response(200, &[], ""),
+            ],
+        )
+        .await;
+        let response = call.await.unwrap().unwrap();
+        let waited = times[1] - times[0];
+        assert!(
+            waited >= Duration::from_millis(100) && waited < Duration::from_millis(200),
+            "{value:?}: {waited:?}"
+        );
+        assert!(!response.extensions().get::<Attempts>().unwrap().retries()[0].server_asked);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_after_over_the_cap_fails_at_once_naming_the_value() {
+    let layer = RetryLayer::new(policy().max_retry_after(Duration::from_secs(60)));
+    let (mut handle, call) = spawn_call(layer, get());
+    answer(
+        &mut handle,
+        vec![response(503, &[("retry-after", "31536000")], "")],
+    )
+    .await;
+    let error = call.await.unwrap().unwrap_err();
+    match &error {
+        RetryError::RetryAfterTooLong {
+            value,
+            requested,
+            cap,
+            attempts,
+            ..
+        } => {
+            assert_eq!(value, "31536000");
+            assert_eq!(*requested, Duration::from_secs(31_536_000));
+            assert_eq!(*cap, Duration::from_secs(60));
+            assert_eq!(attempts.count(), 1);
+        }
+        other => panic!("expected RetryAfterTooLong, got {other:?}"),
+    }
+    assert!(error.to_string().contains("31536000"));
+    assert_eq!(
+        Instant::now().elapsed(),
+        Duration::ZERO,
+        "no time was spent waiting"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn backoff_delays_grow_within_their_jitter_bounds() {
+    let layer = RetryLayer::new(policy().max_attempts(5));
+    let (mut handle, call) = spawn_call(layer, get());
+    let times = answer(
+        &mut handle,
+        (0..5).map(|_| response(502, &[], "")).collect(),
+    )
+    .await;
+    let response = call.await.unwrap().unwrap();
+    assert_eq!(
+        response.status(),
+        StatusCode::BAD_GATEWAY,
+        "exhausted 5xx is handed over"
+    );
+    for (i, pair) in times.windows(2).enumerate() {
+        let base = Duration::from_millis(100) * 2u32.pow(i as u32);
+        let waited = pair[1] - pair[0];
+        assert!(
+            waited >= base && waited < base * 2,
+            "retry {i}: {waited:?} not in [{base:?}, 2×)"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn permanent_conflict_fails_after_one_attempt_with_the_problem() {
+    let body = r#"{"type":"https://example.com/duplicate","title":"Duplicate order","detail":"ref 1 exists"}"#;
+    let (mut handle, call) = spawn_call(RetryLayer::new(policy()), post());
+    answer(
+        &mut handle,
+        vec![response(
+            409,
+            &[("content-type", "application/problem+json")],
+            body,
+        )],
+    )
+    .await;
+    match call.await.unwrap().unwrap_err() {
+        RetryError::Conflict {
+            status,
+            problem,
+            attempts,
+        } => {
+            assert_eq!(status, StatusCode::CONFLICT);
+            let problem = problem.unwrap();
+            assert_eq!(problem.title.as_deref(), Some("Duplicate order"));
+            assert_eq!(
+                problem.type_uri.as_deref(),
+                Some("https://example.com/duplicate")
+            );
+            assert_eq!(attempts.count(), 1);
+        }
+        other => panic!("expected Conflict, got {other:?}"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn conflict_with_a_body_that_is_not_json_has_no_problem() {
+    let (mut handle, call) = spawn_call(RetryLayer::new(policy()), get());
+    answer(
+        &mut handle,
+        vec![response(
+            409,
+            &[("content-type", "application/problem+json")],
+            "{oops",
+        )],
+    )
+    .await;
+    assert!(matches!(
+        call.await.unwrap(),
+        Err(RetryError::Conflict { problem: None, .. })
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn locked_conflict_is_retried_until_it_clears() {
+    let locked = response(
+        409,
+        &[("content-type", "application/problem+json")],
+        r#"{"title":"Resource locked"}"#,
+    );
+    let (mut handle, call) = spawn_call(RetryLayer::new(policy()), get());
+    answer(&mut handle, vec![locked, response(200, &[], "")]).await;
+    let response = call.await.unwrap().unwrap();
+    let retries = response
+        .extensions()
+        .get::<Attempts>()
+        .unwrap()
+        .retries()
+        .to_vec();
+    assert_eq!(
+        retries[0].reason,
+        RetryReason::Conflict(TransientConflict::Locked)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn keyless_post_retries_a_conflict_only_with_retry_after() {
+    let in_progress = r#"{"title":"Request in progress"}"#;
+    let ct = ("content-type", "application/problem+json");
+    let (mut handle, call) = spawn_call(RetryLayer::new(policy()), post());
+    answer(&mut handle, vec![response(409, &[ct], in_progress)]).await;
+    assert!(matches!(
+        call.await.unwrap(),
+        Err(RetryError::Conflict { .. })
+    ));
+
+    let (mut handle, call) = spawn_call(RetryLayer::new(policy()), post());
+    answer(
+        &mut handle,
+        vec![
+            response(409, &[ct, ("retry-after", "1")], in_progress),
+            response(201, &[], ""),
+        ],
+    )
+    .await;
+    assert_eq!(call.await.unwrap().unwrap().status(), StatusCode::CREATED);
+}
+
+#[tokio::test(start_paused = true)]
+async fn keyed_post_retries_a_key_in_flight_with_the_same_key() {
+    let layer = tower::layer::util::Stack::new(RetryLayer::new(policy()), IdempotencyLayer::new());
+    let (mut handle, call) = spawn_call(layer, post());
+    let in_flight = response(
+        409,
+        &[("content-type", "application/problem+json")],
+        r#"{"title":"Request in progress"}"#,
+    );
+    let (first, send) = handle.next_request().await.unwrap();
+    send.send_response(in_flight);
+    let (second, send) = handle.next_request().await.unwrap();
+    send.send_response(response(201, &[], ""));
+    let response = call.await.unwrap().unwrap();
+    let key = first.headers().get("idempotency-key").unwrap();
+    assert_eq!(Some(key), second.headers().get("idempotency-key"));
+    let reason = response.extensions().get::<Attempts>().unwrap().retries()[0].reason;
+    assert_eq!(
+        reason,
+        RetryReason::Conflict(TransientConflict::KeyInFlight)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn keyless_post_on_502_is_attempted_once() {
+    let (mut handle, call) = spawn_call(RetryLayer::new(policy()), post());
+    answer(&mut handle, vec![response(502, &[], "")]).await;
+    let response = call.await.unwrap().unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+    assert_eq!(response.extensions().get::<Attempts>().unwrap().count(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn keyless_post_reset_after_sending_is_outcome_unknown() {
+    let (mut handle, call) = spawn_call(RetryLayer::new(policy()), post());
+    let (_, send) = handle.next_request().await.unwrap();
+    send.send_error(reset());
+    match call.await.unwrap() {
+        Err(RetryError::OutcomeUnknown {
+            source: Some(_),
+            attempts,
+        }) => assert_eq!(attempts.count(), 1),
+        other => panic!("expected OutcomeUnknown, got {other:?}"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn keyless_post_whose_connection_was_refused_is_retried() {
+    let (mut handle, call) = spawn_call(RetryLayer::new(policy()), post());
+    let (_, send) = handle.next_request().await.unwrap();
+    send.send_error(refused());
+    answer(&mut handle, vec![response(201, &[], "")]).await;
+    let response = call.await.unwrap().unwrap();
+    assert_eq!(
+        response.extensions().get::<Attempts>().unwrap().retries()[0].reason,
+        RetryReason::Connect
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn attempt_timeout_retries_a_get_and_is_outcome_unknown_for_a_keyless_post() {
+    let layer = RetryLayer::new(policy().attempt_timeout(Duration::from_millis(100)));
+    let (mut handle, call) = spawn_call(layer.clone(), get());
+    let (_, stalled) = handle.next_request().await.unwrap();
+    let times = answer(&mut handle, vec![response(200, &[], "")]).await;
+    drop(stalled);
+    let response = call.await.unwrap().unwrap();
+    assert_eq!(
+        response.extensions().get::<Attempts>().unwrap().retries()[0].reason,
+        RetryReason::Timeout
+    );
+    assert!(times[0].elapsed() == Duration::ZERO);
+
+    let (mut handle, call) = spawn_call(layer, post());
+    let (_, _stalled) = handle.next_request().await.unwrap();
+    assert!(matches!(
+        call.await.unwrap(),
+        Err(RetryError::OutcomeUnknown { source: None, .. })
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn deadline_ends_the_request_before_a_retry_that_would_pass_it() {
+    let layer = RetryLayer::new(policy().deadline(Duration::from_secs(3)).max_attempts(10));
+    let (mut handle, call) = spawn_call(layer, get());
+    let started = Instant::now();
+    answer(
+        &mut handle,
+        vec![
+            response(503, &[("retry-after", "2")], ""),
+            response(503, &[("retry-after", "2")], ""),
+        ],
+    )
+    .await;
+    match call.await.unwrap() {
+        Err(RetryError::DeadlineExceeded { deadline, attempts }) => {
+            assert_eq!(deadline, Duration::from_secs(3));
+            assert_eq!(attempts.count(), 2);
+        }
+        other => panic!("expected DeadlineExceeded, got {other:?}"),
+    }
+    assert_eq!(
+        started.elapsed(),
+        Duration::from_secs(2),
+        "it did not sleep past the deadline"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn deadline_cuts_a_slow_attempt() {
+    let layer = RetryLayer::new(
+        policy()
+            .deadline(Duration::from_millis(500))
+            .attempt_timeout(Duration::from_secs(10)),
+    );
+    let (mut handle, call) = spawn_call(layer, get());
+    let (_, _stalled) = handle.next_request().await.unwrap();
+    assert!(matches!(
+        call.await.unwrap(),
+        Err(RetryError::DeadlineExceeded { .. })
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn exhausted_429_is_a_rate_limited_error() {
+    let layer = RetryLayer::new(policy().max_attempts(2));
+    let (mut handle, call) = spawn_call(layer, get());
+    answer(
+        &mut handle,
+        vec![
+            response(429, &[("retry-after", "1")], ""),
+            response(429, &[("retry-after", "1")], ""),
+        ],
+    )
+    .await;
+    match call.await.unwrap() {
+        Err(RetryError::RateLimited {
+            status,
+            retry_after,
+            attempts,
+        }) => {
+            assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+            assert_eq!(retry_after, Some(Duration::from_secs(1)));
+            assert_eq!(attempts.count(), 2);
+        }
+        other => panic!("expected RateLimited, got {other:?}"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn budget_exhaustion_stops_retries_across_requests() {
+    // No deposits count for much at 0%: only the floor of 1/s × 1 s = 1 retry is allowed.
+    let budget = Arc::new(RetryBudget::new(Duration::from_secs(1), 1, 0.0).unwrap());
+    let layer = RetryLayer::new(policy().budget(budget).max_attempts(5));
+    let (mut handle, call) = spawn_call(layer.clone(), get());
+    answer(
+        &mut handle,
+        vec![response(503, &[], ""), response(200, &[], "")],
+    )
+    .await;
+    assert_eq!(call.await.unwrap().unwrap().status(), StatusCode::OK);
+
+    let (mut handle, call) = spawn_call(layer, get());
+    answer(&mut handle, vec![response(503, &[], "")]).await;
+    match call.await.unwrap() {
+        Err(RetryError::BudgetExhausted { reason, attempts }) => {
+            assert_eq!(reason, RetryReason::Status(StatusCode::SERVICE_UNAVAILABLE));
+            assert_eq!(attempts.count(), 1);
+        }
+        other => panic!("expected BudgetExhausted, got {other:?}"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_body_that_cannot_be_cloned_is_sent_once() {
+    #[derive(Debug)]
+    struct OneShot;
+    impl crate::ReplayBody for OneShot {
+        fn try_clone(&self) -> Option<Self> {
+            None
+        }
+        fn buffered(&self) -> Option<&[u8]> {
+            None
+        }
+    }
+    let (service, mut handle) = mock::pair::<Request<OneShot>, Response<Bytes>>();
+    let service = RetryLayer::new(policy()).layer(service);
+    let call = tokio::spawn(
+        service.oneshot(
+            Request::put("http://127.0.0.1/upload")
+                .body(OneShot)
+                .unwrap(),
+        ),
+    );
+    let (_, send) = handle.next_request().await.unwrap();
+    send.send_error(reset());
+    let error = call.await.unwrap().unwrap_err();
+    assert!(matches!(error, RetryError::NotReplayable { .. }));
+    assert!(error.to_string().contains("cannot be sent again"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn conditional_request_conflict_is_a_stale_version_with_the_current_state() {
+    let request = Request::put("http://127.0.0.1/doc")
+        .header("if-match", "\"v1\"")
+        .body(Bytes::new())
+        .unwrap();
+    let (mut handle, call) = spawn_call(RetryLayer::new(policy()), request);
+    answer(
+        &mut handle,
+        vec![response(412, &[("etag", "\"v2\"")], "{\"n\":2}")],
+    )
+    .await;
+    match call.await.unwrap() {
+        Err(RetryError::StaleVersion {
+            status,
+            etag,
+            current,
+            attempts,
+        }) => {
+            assert_eq!(status, StatusCode::PRECONDITION_FAILED);
+            assert_eq!(etag.unwrap(), "\"v2\"");
+            assert_eq!(current.unwrap(), "{\"n\":2}");
+            assert_eq!(attempts.count(), 1);
+        }
+        other => panic!("expected StaleVersion, got {other:?}"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn per_request_override_disables_retries() {
+    let mut request = get();
+    request
+        .extensions_mut()
+        .insert(RetryOverrides::new().max_attempts(1));
+    let (mut handle, call) = spawn_call(RetryLayer::new(policy()), request);
+    answer(&mut handle, vec![response(503, &[], "")]).await;
+    let response = call.await.unwrap().unwrap();
+    assert_eq!(response.extensions().get::<Attempts>().unwrap().count(), 1);
+}
