@@ -1,5 +1,7 @@
 //! RFC 9457 problem details, and the words in them that mark a conflict as transient.
 
+use std::fmt;
+
 use http::HeaderMap;
 use http::header::CONTENT_TYPE;
 use serde::Deserialize;
@@ -90,6 +92,21 @@ impl ProblemDetails {
             .filter_map(|m| m.as_deref())
             .chain(extension_strings)
             .any(|text| contains_transient_marker(text.as_bytes()))
+    }
+}
+
+/// `title: detail`, or whichever of the two is present.
+impl fmt::Display for ProblemDetails {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.title.as_deref(), self.detail.as_deref()) {
+            (Some(title), Some(detail)) => write!(f, "{title}: {detail}"),
+            (Some(text), None) | (None, Some(text)) => f.write_str(text),
+            (None, None) => f.write_str(
+                self.type_uri
+                    .as_deref()
+                    .unwrap_or("problem without a title"),
+            ),
+        }
     }
 }
 

@@ -1,1 +1,149 @@
-//! wip
+//! A hostile HTTP server for testing scrapers: it fails on purpose, in the ways real sites do,
+//! and counts what it saw so that tests assert outcomes at the server.
+//!
+//! It depends on neither `scrapewell-core` nor `scrapewell`: a test server that shares code with
+//! what it tests hides the bugs they share.
+//!
+//! Every scenario is keyed by an id in its path, so concurrent tests never share state.
+//!
+//! | route | behaviour |
+//! |---|---|
+//! | `GET /bytes/{n}` | `n` bytes of text (at most 256 MiB) |
+//! | `GET /page/{id}` | a small HTML page |
+//! | `ANY /flaky/{id}?fail=N&status=503&retry_after=V` | `status` (with `Retry-After: V`) N times, then 200 |
+//! | `POST /orders?delay_ms=300&require_key=1` | idempotent create (see [`Stats`]) |
+//! | `ANY /conflict/{id}` | a permanent 409 with problem details |
+//! | `ANY /lock/{id}?times=N&retry_after=V` | 409 "Resource locked" with `Retry-After: V`, N times, then 200 |
+//! | `ANY /reset/{id}?times=N` | N times: headers, half the body, then the connection is cut; then 200 |
+//! | `ANY /stall/{id}?ms=M&times=N` | N times (all when absent): wait M ms before answering; then 200 |
+//! | `ANY /status/{code}/{id}?retry_after=V&body=B&content_type=T` | always that status, with that body |
+//! | `ANY /redirect?to=URL&status=302` | a redirect to `to` |
+//! | `ANY /echo` | the request's method, path and headers as JSON |
+//!
+//! The idempotent create follows draft-ietf-httpapi-idempotency-key-header: the first request
+//! with a key is processed (`delay_ms`, in a task of its own so that a client that gives up does
+//! not cancel it); another request with the same key gets 409 problem+json while the first is in
+//! flight, the stored response (`Idempotent-Replayed: true`) once it is done, or 422 when its
+//! payload differs. A request without a key is processed every time, or refused with 400 when
+//! `require_key=1`. Each create counts against the client's reference (`ref` in a JSON or form
+//! body), so duplicates show in [`Stats::duplicate_creates`].
+//!
+//! # Example
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> std::io::Result<()> {
+//! let server = scrapewell_mock::MockServer::start().await?;
+//! let url = server.url("/flaky/a?fail=2");
+//! assert!(url.starts_with("http://127.0.0.1:"));
+//! assert_eq!(server.stats().requests, 0);
+//! # Ok(()) }
+//! ```
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
+
+mod routes;
+mod state;
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use hyper::server::conn::http1;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use state::State;
+pub use state::Stats;
+
+/// A running mock server on a loopback port. Dropping it stops the server and every
+/// connection it holds.
+#[derive(Debug)]
+pub struct MockServer {
+    addr: SocketAddr,
+    state: Arc<State>,
+    accept: JoinHandle<()>,
+}
+
+impl MockServer {
+    /// Starts a server on `127.0.0.1` on a free port.
+    pub async fn start() -> io::Result<Self> {
+        Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0))).await
+    }
+
+    /// Starts a server on `addr` (port 0 for a free one).
+    pub async fn start_on(addr: SocketAddr) -> io::Result<Self> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let state = Arc::new(State::default());
+        let accept = tokio::spawn(accept_loop(listener, Arc::clone(&state)));
+        Ok(MockServer {
+            addr,
+            state,
+            accept,
+        })
+    }
+
+    /// The address the server listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:PORT` (no trailing slash).
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The base URL joined with `path_and_query` (which starts with `/`).
+    pub fn url(&self, path_and_query: &str) -> String {
+        format!("http://{}{}", self.addr, path_and_query)
+    }
+
+    /// What the server has seen so far.
+    pub fn stats(&self) -> Stats {
+        self.state.stats()
+    }
+
+    /// How many requests reached `path` (without the query).
+    pub fn hits(&self, path: &str) -> u64 {
+        self.state.hits(path)
+    }
+
+    /// When the first requests to `path` (up to 1,024 of them) arrived.
+    pub fn arrivals(&self, path: &str) -> Vec<Instant> {
+        self.state.arrivals(path)
+    }
+
+    /// Stops accepting and closes every connection.
+    pub fn shutdown(self) {}
+}
+
+impl Drop for MockServer {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}
+
+async fn accept_loop(listener: TcpListener, state: Arc<State>) {
+    // Dropping the set (when the accept task is aborted) aborts every connection task.
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let _ = stream.set_nodelay(true);
+                let state = Arc::clone(&state);
+                connections.spawn(async move {
+                    let service = hyper::service::service_fn(move |request| {
+                        routes::handle(Arc::clone(&state), request)
+                    });
+                    // A connection that a client resets, or that a scenario cuts, ends here.
+                    let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+                });
+            }
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+}

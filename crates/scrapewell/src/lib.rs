@@ -1,1 +1,53 @@
-//! wip
+//! A scraping client that keeps working against real sites: it retries what is transient,
+//! refuses to repeat what is not, and never duplicates a write.
+//!
+//! Shaped like reqwest (`Client::builder()…build()`, `client.get(url).send().await?`), built on
+//! reqwest, with the layers of [`scrapewell_core`] in between:
+//!
+//! ```text
+//! Client::send
+//!  └ trace span (one per logical request; an event per attempt)
+//!    └ IdempotencyLayer — one key per logical POST / PATCH, reused by every attempt
+//!      └ RetryLayer     — conflict-aware classification, backoff, deadline, retry budget
+//!        └ transport    — reqwest; redirects followed; the body read whole, within a cap
+//! ```
+//!
+//! # Example
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), scrapewell::Error> {
+//! let client = scrapewell::Client::new();
+//!
+//! // A page: 5xx, 429, timeouts and resets are retried; Retry-After is honoured.
+//! let html = client.get("http://127.0.0.1:8080/page/1").send().await?.text().await?;
+//!
+//! // A write: it gets an Idempotency-Key, so it is retried safely and created once.
+//! let created = client
+//!     .post("http://127.0.0.1:8080/orders")
+//!     .json(&serde_json::json!({ "ref": "A-1" }))
+//!     .send()
+//!     .await?;
+//! println!("{} after {} attempts", created.status(), created.attempts().count());
+//! # Ok(()) }
+//! ```
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
+
+mod body;
+mod client;
+mod error;
+mod request;
+mod response;
+mod transport;
+
+pub use body::Body;
+pub use client::{Client, ClientBuilder};
+pub use error::Error;
+pub use request::{IntoUrl, RequestBuilder};
+pub use response::Response;
+pub use transport::TransportError;
+
+pub use scrapewell_core::ProblemDetails;
+pub use scrapewell_core::idempotency::{KeyFormat, KeyStrategy};
+pub use scrapewell_core::retry::{Attempts, RetryReason, RetryRecord, TransientConflict};

@@ -29,6 +29,12 @@ impl IdempotencyLayer {
         Self::default()
     }
 
+    /// Whether keys are added at all (on by default).
+    pub fn enabled(mut self, enabled: bool) -> Self {
+        self.config.enabled = enabled;
+        self
+    }
+
     /// How keys are chosen.
     pub fn strategy(mut self, strategy: KeyStrategy) -> Self {
         self.config.strategy = strategy;

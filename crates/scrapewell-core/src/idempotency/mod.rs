@@ -42,9 +42,22 @@ use crate::ReplayBody;
 /// The standard header name, `Idempotency-Key`.
 pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 
+/// Put in a request's extensions to send it without an idempotency key.
+///
+/// # Example
+///
+/// ```
+/// use scrapewell_core::idempotency::WithoutKey;
+///
+/// let mut request = http::Request::post("http://127.0.0.1/legacy").body(()).unwrap();
+/// request.extensions_mut().insert(WithoutKey);
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WithoutKey;
+
 /// Adds an idempotency key to POST and PATCH requests that have none.
 ///
-/// A key the caller set is kept as it is. The key is also put in the request's extensions as
+/// A key the caller set is kept as it is; a request carrying [`WithoutKey`] gets none. The key is also put in the request's extensions as
 /// an [`IdempotencyKey`], which tells the retry layer the request is safe to repeat.
 ///
 /// # Clone
@@ -58,6 +71,7 @@ pub struct Idempotency<S> {
 
 #[derive(Debug, Clone)]
 struct KeyConfig {
+    enabled: bool,
     strategy: KeyStrategy,
     format: KeyFormat,
     header: HeaderName,
@@ -66,6 +80,7 @@ struct KeyConfig {
 impl Default for KeyConfig {
     fn default() -> Self {
         KeyConfig {
+            enabled: true,
             strategy: KeyStrategy::Random,
             format: KeyFormat::StructuredString,
             header: IDEMPOTENCY_KEY,
@@ -113,8 +128,11 @@ where
     }
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        if matches!(*request.method(), Method::POST | Method::PATCH) {
-            let config = &*self.config;
+        let config = &*self.config;
+        if config.enabled
+            && matches!(*request.method(), Method::POST | Method::PATCH)
+            && request.extensions().get::<WithoutKey>().is_none()
+        {
             let value = match request.headers().get(&config.header) {
                 Some(existing) => existing.clone(),
                 None => {
@@ -178,6 +196,19 @@ mod tests {
                 "{method}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn without_key_and_a_disabled_layer_send_no_key() {
+        let mut request = Request::post("http://h/").body(Bytes::new()).unwrap();
+        request.extensions_mut().insert(WithoutKey);
+        assert!(key_seen(IdempotencyLayer::new(), request).await.is_none());
+        let request = Request::post("http://h/").body(Bytes::new()).unwrap();
+        assert!(
+            key_seen(IdempotencyLayer::new().enabled(false), request)
+                .await
+                .is_none()
+        );
     }
 
     #[tokio::test]

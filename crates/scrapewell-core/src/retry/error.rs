@@ -10,12 +10,14 @@ use crate::ProblemDetails;
 
 /// Why a request failed after the retry layer was done with it. Every variant carries the
 /// [`Attempts`] made.
+///
+/// Deliberately exhaustive: a client that maps these to its own errors should fail to build
+/// when a failure is added, not map it to a wrong one.
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum RetryError<E> {
     /// A permanent conflict (or a transient one that outlasted the attempts): never retried
     /// blindly. Carries the server's problem details when the body had them.
-    #[error("conflict ({status}){}", describe(problem.as_ref()))]
+    #[error("conflict ({status}){}", problem.as_ref().map(|p| format!(": {p}")).unwrap_or_default())]
     Conflict {
         /// The response status (409).
         status: StatusCode,
@@ -131,16 +133,5 @@ impl<E> RetryError<E> {
             | RetryError::NotReplayable { attempts, .. }
             | RetryError::Transport { attempts, .. } => attempts,
         }
-    }
-}
-
-fn describe(problem: Option<&ProblemDetails>) -> String {
-    let Some(problem) = problem else {
-        return String::new();
-    };
-    match (problem.title.as_deref(), problem.detail.as_deref()) {
-        (Some(title), Some(detail)) => format!(": {title}: {detail}"),
-        (Some(text), None) | (None, Some(text)) => format!(": {text}"),
-        (None, None) => String::new(),
     }
 }

@@ -1,0 +1,429 @@
+//! The scenarios.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::stream;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, Limited, StreamBody};
+use hyper::body::{Frame, Incoming};
+use sha2::{Digest, Sha256};
+
+use crate::state::{KeyEntry, State};
+
+type Body = BoxBody<Bytes, io::Error>;
+
+/// The largest request body the server reads.
+const MAX_REQUEST_BODY: usize = 1 << 20;
+/// The largest body `/bytes/{n}` serves.
+const MAX_BYTES: usize = 256 << 20;
+/// `/bytes/{n}` streams bodies above this in chunks of this size.
+const CHUNK: usize = 64 << 10;
+const PROBLEM_JSON: &str = "application/problem+json";
+
+pub(crate) async fn handle(
+    state: Arc<State>,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let path = request.uri().path().to_owned();
+    let query: HashMap<String, String> = request
+        .uri()
+        .query()
+        .and_then(|q| serde_urlencoded::from_str(q).ok())
+        .unwrap_or_default();
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    // The benchmark route is not logged per path: it must stay cheap at any volume.
+    let nth = state.record(&path, segments[0] != "bytes");
+    let param = |name: &str| query.get(name).and_then(|v| v.parse::<u64>().ok());
+    let response = match (segments.as_slice(), request.method()) {
+        (["bytes", n], _) => match n.parse::<usize>() {
+            Ok(n) if n <= MAX_BYTES => bytes_body(n),
+            _ => text(
+                StatusCode::BAD_REQUEST,
+                "size must be a number up to 256 MiB",
+            ),
+        },
+        (["page", id], _) => html_page(id),
+        (["flaky", _], _) => {
+            if nth <= param("fail").unwrap_or(0) {
+                state
+                    .counters
+                    .injected_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                let status = param("status")
+                    .and_then(|s| u16::try_from(s).ok())
+                    .and_then(|s| StatusCode::from_u16(s).ok())
+                    .unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+                with_retry_after(text(status, "injected failure"), query.get("retry_after"))
+            } else {
+                text(StatusCode::OK, &format!("ok after {nth} requests"))
+            }
+        }
+        (["orders"], &Method::POST) => create_order(&state, request, &query).await,
+        (["conflict", id], _) => {
+            state
+                .counters
+                .permanent_conflicts
+                .fetch_add(1, Ordering::Relaxed);
+            problem(
+                StatusCode::CONFLICT,
+                "https://scrapewell.dev/problems/duplicate",
+                "Duplicate resource",
+                &format!("resource {id} already exists"),
+            )
+        }
+        (["lock", id], _) => {
+            if nth <= param("times").unwrap_or(1) {
+                state
+                    .counters
+                    .lock_conflicts
+                    .fetch_add(1, Ordering::Relaxed);
+                let locked = problem(
+                    StatusCode::CONFLICT,
+                    "https://scrapewell.dev/problems/locked",
+                    "Resource locked",
+                    &format!("resource {id} is locked by another writer"),
+                );
+                let retry_after = query.get("retry_after").map_or("1", String::as_str);
+                with_retry_after(locked, Some(&retry_after.to_owned()))
+            } else {
+                text(StatusCode::OK, &format!("{id} unlocked"))
+            }
+        }
+        (["reset", id], _) => {
+            if nth <= param("times").unwrap_or(1) {
+                state.counters.resets.fetch_add(1, Ordering::Relaxed);
+                cut_mid_body()
+            } else {
+                text(StatusCode::OK, &format!("{id} whole"))
+            }
+        }
+        (["stall", id], _) => {
+            if param("times").is_none_or(|times| nth <= times) {
+                state.counters.stalls.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(param("ms").unwrap_or(1000))).await;
+            }
+            text(StatusCode::OK, &format!("{id} answered"))
+        }
+        (["status", code, ..], _) => match code
+            .parse::<u16>()
+            .ok()
+            .and_then(|c| StatusCode::from_u16(c).ok())
+        {
+            Some(status) => with_retry_after(custom(status, &query), query.get("retry_after")),
+            None => text(StatusCode::BAD_REQUEST, "not a status code"),
+        },
+        (["redirect"], _) => redirect(&query),
+        (["echo"], _) => echo(&request),
+        _ => text(StatusCode::NOT_FOUND, "no such scenario"),
+    };
+    Ok(response)
+}
+
+async fn create_order(
+    state: &Arc<State>,
+    request: Request<Incoming>,
+    query: &HashMap<String, String>,
+) -> Response<Body> {
+    let delay = Duration::from_millis(
+        query
+            .get("delay_ms")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
+    );
+    let require_key = query.get("require_key").is_some_and(|v| v == "1");
+    let key = request
+        .headers()
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().trim_matches('"').to_owned());
+    let content_type = header_text(request.headers(), CONTENT_TYPE);
+    let body = match Limited::new(request.into_body(), MAX_REQUEST_BODY)
+        .collect()
+        .await
+    {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => {
+            return text(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request body unreadable or over 1 MiB",
+            );
+        }
+    };
+    let reference = client_reference(&content_type, &body);
+    let fingerprint: [u8; 32] = Sha256::digest(&body).into();
+
+    let Some(key) = key else {
+        if require_key {
+            state.orders().missing_keys += 1;
+            return problem(
+                StatusCode::BAD_REQUEST,
+                "https://scrapewell.dev/problems/key-required",
+                "Idempotency-Key required",
+                "this endpoint requires an Idempotency-Key header",
+            );
+        }
+        return process_order(Arc::clone(state), None, reference, delay).await;
+    };
+    {
+        let mut orders = state.orders();
+        match orders.keys.get(&key) {
+            Some(entry) if entry.fingerprint() != &fingerprint => {
+                orders.key_mismatches += 1;
+                return problem(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "https://scrapewell.dev/problems/key-reused",
+                    "Idempotency-Key reused",
+                    "this key was used with another payload",
+                );
+            }
+            Some(KeyEntry::InFlight { .. }) => {
+                orders.in_flight_conflicts += 1;
+                return problem(
+                    StatusCode::CONFLICT,
+                    "https://scrapewell.dev/problems/request-in-progress",
+                    "Request in progress",
+                    "a request with this Idempotency-Key is still being processed",
+                );
+            }
+            Some(KeyEntry::Done { response, .. }) => {
+                let mut replay = created(response.clone());
+                orders.replays += 1;
+                replay
+                    .headers_mut()
+                    .insert("idempotent-replayed", HeaderValue::from_static("true"));
+                return replay;
+            }
+            None => {
+                orders
+                    .keys
+                    .insert(key.clone(), KeyEntry::InFlight { fingerprint });
+            }
+        }
+    }
+    process_order(
+        Arc::clone(state),
+        Some((key, fingerprint)),
+        reference,
+        delay,
+    )
+    .await
+}
+
+/// Creates the order in a task of its own, as a real server would finish the work even when
+/// the client has given up on the response.
+async fn process_order(
+    state: Arc<State>,
+    key: Option<(String, [u8; 32])>,
+    reference: Option<String>,
+    delay: Duration,
+) -> Response<Body> {
+    let task = tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        let mut orders = state.orders();
+        let id = orders.create(reference.as_deref());
+        let body = Bytes::from(serde_json::json!({ "id": id, "ref": reference }).to_string());
+        if let Some((key, fingerprint)) = key {
+            orders.keys.insert(
+                key,
+                KeyEntry::Done {
+                    fingerprint,
+                    response: body.clone(),
+                },
+            );
+        }
+        body
+    });
+    match task.await {
+        Ok(body) => created(body),
+        Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "the order task failed"),
+    }
+}
+
+/// The client's reference: `ref` in a JSON object or a form body.
+fn client_reference(content_type: &str, body: &[u8]) -> Option<String> {
+    if content_type.starts_with("application/x-www-form-urlencoded") {
+        let form: HashMap<String, String> = serde_urlencoded::from_bytes(body).ok()?;
+        return form.get("ref").cloned();
+    }
+    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    match value.get("ref")? {
+        serde_json::Value::String(s) => Some(s.clone()),
+        other => Some(other.to_string()),
+    }
+}
+
+fn created(body: Bytes) -> Response<Body> {
+    respond(StatusCode::CREATED, "application/json", body)
+}
+
+fn text(status: StatusCode, message: &str) -> Response<Body> {
+    respond(
+        status,
+        "text/plain; charset=utf-8",
+        Bytes::from(message.to_owned()),
+    )
+}
+
+fn problem(status: StatusCode, type_uri: &str, title: &str, detail: &str) -> Response<Body> {
+    let body = serde_json::json!({ "type": type_uri, "title": title, "status": status.as_u16(), "detail": detail });
+    respond(status, PROBLEM_JSON, Bytes::from(body.to_string()))
+}
+
+fn respond(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Body> {
+    let mut response = Response::new(Full::new(body).map_err(|never| match never {}).boxed());
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+fn with_retry_after(mut response: Response<Body>, value: Option<&String>) -> Response<Body> {
+    if let Some(value) = value.and_then(|v| HeaderValue::from_str(v).ok()) {
+        response.headers_mut().insert(RETRY_AFTER, value);
+    }
+    response
+}
+
+/// `status` with the `body` and `content_type` the query names.
+fn custom(status: StatusCode, query: &HashMap<String, String>) -> Response<Body> {
+    let body = query.get("body").map_or("as requested", String::as_str);
+    let mut response = text(status, body);
+    if let Some(content_type) = query
+        .get("content_type")
+        .and_then(|v| HeaderValue::from_str(v).ok())
+    {
+        response.headers_mut().insert(CONTENT_TYPE, content_type);
+    }
+    response
+}
+
+/// A redirect (`status`, 302 by default) to `to`.
+fn redirect(query: &HashMap<String, String>) -> Response<Body> {
+    let status = query
+        .get("status")
+        .and_then(|s| s.parse::<u16>().ok())
+        .and_then(|s| StatusCode::from_u16(s).ok())
+        .filter(StatusCode::is_redirection)
+        .unwrap_or(StatusCode::FOUND);
+    let Some(location) = query
+        .get("to")
+        .and_then(|to| HeaderValue::from_str(to).ok())
+    else {
+        return text(StatusCode::BAD_REQUEST, "redirect needs ?to=URL");
+    };
+    let mut response = text(status, "redirecting");
+    response
+        .headers_mut()
+        .insert(http::header::LOCATION, location);
+    response
+}
+
+fn html_page(id: &str) -> Response<Body> {
+    let id: String = id.chars().filter(char::is_ascii_alphanumeric).collect();
+    let paragraph = "<p>Lorem ipsum dolor sit amet, consectetur adipiscing elit.</p>\n".repeat(12);
+    let html = format!(
+        "<!doctype html>\n<html><head><title>Page {id}</title></head>\n<body><h1>Page {id}</h1>\n{paragraph}</body></html>\n"
+    );
+    respond(
+        StatusCode::OK,
+        "text/html; charset=utf-8",
+        Bytes::from(html),
+    )
+}
+
+fn bytes_body(n: usize) -> Response<Body> {
+    static FILL: [u8; CHUNK] = [b'x'; CHUNK];
+    let body: Body = if n <= CHUNK {
+        Full::new(Bytes::from_static(&FILL[..n]))
+            .map_err(|never| match never {})
+            .boxed()
+    } else {
+        let chunks = (0..n.div_ceil(CHUNK)).map(move |i| {
+            let len = CHUNK.min(n - i * CHUNK);
+            Ok::<_, io::Error>(Frame::data(Bytes::from_static(&FILL[..len])))
+        });
+        StreamBody::new(stream::iter(chunks)).boxed()
+    };
+    let mut response = Response::new(body);
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    response
+        .headers_mut()
+        .insert(CONTENT_LENGTH, HeaderValue::from(n));
+    response
+}
+
+/// Announces 2 KiB, sends 1 KiB, waits for it to reach the client, then fails the body so that
+/// the server aborts the connection.
+fn cut_mid_body() -> Response<Body> {
+    let half = Bytes::from(vec![b'y'; 1024]);
+    let frames = stream::unfold(0u8, move |step| {
+        let half = half.clone();
+        async move {
+            match step {
+                0 => Some((Ok(Frame::data(half)), 1)),
+                1 => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    Some((
+                        Err(io::Error::new(
+                            io::ErrorKind::ConnectionReset,
+                            "cut by the scenario",
+                        )),
+                        2,
+                    ))
+                }
+                _ => None,
+            }
+        }
+    });
+    let mut response = Response::new(StreamBody::new(frames).boxed());
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    response
+        .headers_mut()
+        .insert(CONTENT_LENGTH, HeaderValue::from(2048u32));
+    response
+}
+
+fn echo(request: &Request<Incoming>) -> Response<Body> {
+    let headers: serde_json::Map<String, serde_json::Value> = request
+        .headers()
+        .iter()
+        .map(|(name, value)| {
+            (
+                name.to_string(),
+                String::from_utf8_lossy(value.as_bytes()).into(),
+            )
+        })
+        .collect();
+    let body = serde_json::json!({
+        "method": request.method().as_str(),
+        "path": request.uri().path(),
+        "query": request.uri().query(),
+        "headers": headers,
+    });
+    respond(
+        StatusCode::OK,
+        "application/json",
+        Bytes::from(body.to_string()),
+    )
+}
+
+fn header_text(headers: &HeaderMap, name: http::header::HeaderName) -> String {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase()
+}

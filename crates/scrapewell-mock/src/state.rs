@@ -1,0 +1,164 @@
+//! What the server counts.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
+
+use bytes::Bytes;
+
+/// How many arrival times are kept per path; counts go on past it.
+const ARRIVALS_KEPT: usize = 1024;
+
+/// What the server has seen, for tests to assert on.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Requests received, on every route.
+    pub requests: u64,
+    /// Orders created by `POST /orders`.
+    pub creates: u64,
+    /// Distinct client references (`ref`) among the created orders.
+    pub distinct_refs: u64,
+    /// Orders created for a reference that already had one: writes that were duplicated.
+    pub duplicate_creates: u64,
+    /// 409s sent because a request's idempotency key was still in flight.
+    pub in_flight_conflicts: u64,
+    /// Stored responses replayed for a key that was already done.
+    pub replays: u64,
+    /// 422s sent for a key reused with another payload.
+    pub key_mismatches: u64,
+    /// 400s sent because a key was required and missing.
+    pub missing_keys: u64,
+    /// Permanent 409s sent by `/conflict`.
+    pub permanent_conflicts: u64,
+    /// Lock 409s sent by `/lock`.
+    pub lock_conflicts: u64,
+    /// Injected failure statuses sent by `/flaky`.
+    pub injected_failures: u64,
+    /// Connections cut in the middle of a body by `/reset`.
+    pub resets: u64,
+    /// Responses held back by `/stall`.
+    pub stalls: u64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct State {
+    requests: AtomicU64,
+    pub(crate) counters: Counters,
+    paths: Mutex<HashMap<String, PathLog>>,
+    pub(crate) orders: Mutex<Orders>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) permanent_conflicts: AtomicU64,
+    pub(crate) lock_conflicts: AtomicU64,
+    pub(crate) injected_failures: AtomicU64,
+    pub(crate) resets: AtomicU64,
+    pub(crate) stalls: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct PathLog {
+    count: u64,
+    arrivals: Vec<Instant>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Orders {
+    pub(crate) keys: HashMap<String, KeyEntry>,
+    refs: HashMap<String, u64>,
+    creates: u64,
+    pub(crate) in_flight_conflicts: u64,
+    pub(crate) replays: u64,
+    pub(crate) key_mismatches: u64,
+    pub(crate) missing_keys: u64,
+}
+
+#[derive(Debug)]
+pub(crate) enum KeyEntry {
+    InFlight {
+        fingerprint: [u8; 32],
+    },
+    Done {
+        fingerprint: [u8; 32],
+        response: Bytes,
+    },
+}
+
+impl KeyEntry {
+    pub(crate) fn fingerprint(&self) -> &[u8; 32] {
+        match self {
+            KeyEntry::InFlight { fingerprint } | KeyEntry::Done { fingerprint, .. } => fingerprint,
+        }
+    }
+}
+
+impl Orders {
+    /// Records one created order; returns its id.
+    pub(crate) fn create(&mut self, reference: Option<&str>) -> u64 {
+        self.creates += 1;
+        if let Some(reference) = reference {
+            *self.refs.entry(reference.to_owned()).or_default() += 1;
+        }
+        self.creates
+    }
+}
+
+impl State {
+    /// Counts a request to `path`; returns its 1-based number among the requests to that path.
+    pub(crate) fn record(&self, path: &str, keep_arrival: bool) -> u64 {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        if !keep_arrival {
+            return 0;
+        }
+        let mut paths = lock(&self.paths);
+        let log = paths.entry(path.to_owned()).or_default();
+        log.count += 1;
+        if log.arrivals.len() < ARRIVALS_KEPT {
+            log.arrivals.push(Instant::now());
+        }
+        log.count
+    }
+
+    pub(crate) fn hits(&self, path: &str) -> u64 {
+        lock(&self.paths).get(path).map_or(0, |log| log.count)
+    }
+
+    pub(crate) fn arrivals(&self, path: &str) -> Vec<Instant> {
+        lock(&self.paths)
+            .get(path)
+            .map(|log| log.arrivals.clone())
+            .unwrap_or_default()
+    }
+
+    pub(crate) fn orders(&self) -> MutexGuard<'_, Orders> {
+        lock(&self.orders)
+    }
+
+    pub(crate) fn stats(&self) -> Stats {
+        let orders = self.orders();
+        let counter = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        Stats {
+            requests: counter(&self.requests),
+            creates: orders.creates,
+            distinct_refs: orders.refs.len() as u64,
+            duplicate_creates: orders.refs.values().map(|n| n - 1).sum(),
+            in_flight_conflicts: orders.in_flight_conflicts,
+            replays: orders.replays,
+            key_mismatches: orders.key_mismatches,
+            missing_keys: orders.missing_keys,
+            permanent_conflicts: counter(&self.counters.permanent_conflicts),
+            lock_conflicts: counter(&self.counters.lock_conflicts),
+            injected_failures: counter(&self.counters.injected_failures),
+            resets: counter(&self.counters.resets),
+            stalls: counter(&self.counters.stalls),
+        }
+    }
+}
+
+/// A panic while holding a lock leaves counts that are still worth reading.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}

@@ -1,0 +1,157 @@
+//! Request and response bodies.
+
+use std::fmt;
+
+use bytes::Bytes;
+use scrapewell_core::{InspectBody, ReplayBody};
+
+/// A request body: buffered (re-sent on every attempt) or a stream (sent once, never retried).
+///
+/// # Example
+///
+/// ```
+/// use scrapewell::Body;
+///
+/// let body = Body::from("name=value");
+/// assert!(body.as_bytes().is_some());
+/// ```
+pub struct Body {
+    kind: BodyKind,
+}
+
+enum BodyKind {
+    Buffered(Bytes),
+    Stream(reqwest::Body),
+}
+
+impl Body {
+    /// An empty body.
+    pub fn empty() -> Self {
+        Body {
+            kind: BodyKind::Buffered(Bytes::new()),
+        }
+    }
+
+    /// A body read from a stream of chunks. It can be sent only once: a request with a stream
+    /// body is never retried, and an error that would have been retried says so.
+    pub fn wrap_stream<S>(stream: S) -> Self
+    where
+        S: futures_util::TryStream + Send + 'static,
+        S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+        Bytes: From<S::Ok>,
+    {
+        Body {
+            kind: BodyKind::Stream(reqwest::Body::wrap_stream(stream)),
+        }
+    }
+
+    /// The bytes of a buffered body; `None` for a stream.
+    pub fn as_bytes(&self) -> Option<&[u8]> {
+        match &self.kind {
+            BodyKind::Buffered(bytes) => Some(bytes),
+            BodyKind::Stream(_) => None,
+        }
+    }
+
+    /// A cheap copy of a buffered body's bytes.
+    pub(crate) fn buffered_bytes(&self) -> Option<Bytes> {
+        match &self.kind {
+            BodyKind::Buffered(bytes) => Some(bytes.clone()),
+            BodyKind::Stream(_) => None,
+        }
+    }
+
+    pub(crate) fn into_reqwest(self) -> Option<reqwest::Body> {
+        match self.kind {
+            BodyKind::Buffered(bytes) if bytes.is_empty() => None,
+            BodyKind::Buffered(bytes) => Some(bytes.into()),
+            BodyKind::Stream(stream) => Some(stream),
+        }
+    }
+}
+
+impl ReplayBody for Body {
+    fn try_clone(&self) -> Option<Self> {
+        match &self.kind {
+            BodyKind::Buffered(bytes) => Some(Body {
+                kind: BodyKind::Buffered(bytes.clone()),
+            }),
+            BodyKind::Stream(_) => None,
+        }
+    }
+
+    fn buffered(&self) -> Option<&[u8]> {
+        self.as_bytes()
+    }
+}
+
+impl Default for Body {
+    fn default() -> Self {
+        Body::empty()
+    }
+}
+
+impl From<Bytes> for Body {
+    fn from(bytes: Bytes) -> Self {
+        Body {
+            kind: BodyKind::Buffered(bytes),
+        }
+    }
+}
+
+impl From<Vec<u8>> for Body {
+    fn from(bytes: Vec<u8>) -> Self {
+        Bytes::from(bytes).into()
+    }
+}
+
+impl From<String> for Body {
+    fn from(text: String) -> Self {
+        Bytes::from(text).into()
+    }
+}
+
+impl From<&'static str> for Body {
+    fn from(text: &'static str) -> Self {
+        Bytes::from_static(text.as_bytes()).into()
+    }
+}
+
+impl From<&'static [u8]> for Body {
+    fn from(bytes: &'static [u8]) -> Self {
+        Bytes::from_static(bytes).into()
+    }
+}
+
+impl fmt::Debug for Body {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            BodyKind::Buffered(bytes) => write!(f, "Body::Buffered({} bytes)", bytes.len()),
+            BodyKind::Stream(_) => f.write_str("Body::Stream"),
+        }
+    }
+}
+
+/// A response body as it leaves the transport: whole, or (in streaming mode) still arriving.
+pub(crate) enum ResponseBody {
+    Whole(Bytes),
+    Streaming(reqwest::Response),
+}
+
+impl InspectBody for ResponseBody {
+    fn inspect(&self) -> Option<&[u8]> {
+        match self {
+            ResponseBody::Whole(bytes) => Some(bytes),
+            ResponseBody::Streaming(_) => None,
+        }
+    }
+}
+
+impl fmt::Debug for ResponseBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ResponseBody::Whole(bytes) => write!(f, "ResponseBody::Whole({} bytes)", bytes.len()),
+            ResponseBody::Streaming(_) => f.write_str("ResponseBody::Streaming"),
+        }
+    }
+}

@@ -1,0 +1,357 @@
+//! The client and its builder.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
+use scrapewell_core::idempotency::{
+    IDEMPOTENCY_KEY, Idempotency, IdempotencyLayer, KeyFormat, KeyStrategy,
+};
+use scrapewell_core::retry::{Retry, RetryBudget, RetryLayer, RetryPolicy};
+use tower::ServiceBuilder;
+
+use crate::transport::{Transport, TransportConfig};
+use crate::{Error, IntoUrl, RequestBuilder};
+
+/// The layers every request goes through, outermost first.
+type Stack = Idempotency<Retry<Transport>>;
+
+/// A scraping client: reqwest underneath, with conflict-aware retries, idempotency keys and a
+/// shared retry budget on top.
+///
+/// # Clone
+///
+/// Clones share the connection pool, the settings and the retry budget: make one client and
+/// clone it into each task.
+///
+/// # Example
+///
+/// ```no_run
+/// # async fn run() -> Result<(), scrapewell::Error> {
+/// use std::time::Duration;
+///
+/// let client = scrapewell::Client::builder()
+///     .max_attempts(4)
+///     .attempt_timeout(Duration::from_secs(10))
+///     .deadline(Duration::from_secs(60))
+///     .build()?;
+/// let page = client.get("http://127.0.0.1:8080/page/1").send().await?.text().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Client {
+    inner: Arc<ClientInner>,
+}
+
+#[derive(Debug)]
+struct ClientInner {
+    stack: Stack,
+    keys: KeySettings,
+    max_body_size: u64,
+}
+
+/// How this client writes idempotency keys, for keys a caller passes per request.
+#[derive(Debug, Clone)]
+pub(crate) struct KeySettings {
+    pub(crate) header: HeaderName,
+    pub(crate) format: KeyFormat,
+}
+
+impl Default for Client {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Client {
+    /// A client with the default settings.
+    ///
+    /// # Panics
+    ///
+    /// When the TLS backend cannot be initialised; use [`Client::builder`] to get that as an
+    /// error instead.
+    pub fn new() -> Self {
+        match Self::builder().build() {
+            Ok(client) => client,
+            Err(error) => panic!("scrapewell::Client::new: {error}"),
+        }
+    }
+
+    /// A builder for a configured client.
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder::default()
+    }
+
+    /// Starts a GET request.
+    pub fn get(&self, url: impl IntoUrl) -> RequestBuilder {
+        self.request(Method::GET, url)
+    }
+
+    /// Starts a POST request (it gets an idempotency key).
+    pub fn post(&self, url: impl IntoUrl) -> RequestBuilder {
+        self.request(Method::POST, url)
+    }
+
+    /// Starts a PUT request.
+    pub fn put(&self, url: impl IntoUrl) -> RequestBuilder {
+        self.request(Method::PUT, url)
+    }
+
+    /// Starts a PATCH request (it gets an idempotency key).
+    pub fn patch(&self, url: impl IntoUrl) -> RequestBuilder {
+        self.request(Method::PATCH, url)
+    }
+
+    /// Starts a DELETE request.
+    pub fn delete(&self, url: impl IntoUrl) -> RequestBuilder {
+        self.request(Method::DELETE, url)
+    }
+
+    /// Starts a HEAD request.
+    pub fn head(&self, url: impl IntoUrl) -> RequestBuilder {
+        self.request(Method::HEAD, url)
+    }
+
+    /// Starts a request with any method.
+    pub fn request(&self, method: Method, url: impl IntoUrl) -> RequestBuilder {
+        RequestBuilder::new(self.clone(), method, url.into_url())
+    }
+
+    pub(crate) fn stack(&self) -> Stack {
+        self.inner.stack.clone()
+    }
+
+    pub(crate) fn keys(&self) -> &KeySettings {
+        &self.inner.keys
+    }
+
+    pub(crate) fn max_body_size(&self) -> u64 {
+        self.inner.max_body_size
+    }
+}
+
+/// Configures a [`Client`].
+///
+/// | setting | default |
+/// |---|---|
+/// | attempts | 3 |
+/// | attempt timeout (connect, send, read the whole body) | 30 s |
+/// | deadline over all attempts | none |
+/// | backoff | 100 ms doubling to 10 s, with jitter |
+/// | longest `Retry-After` honoured | 60 s |
+/// | retry budget | 20% of the last 10 s of requests, plus 10/s |
+/// | idempotency keys | random UUID v4, quoted, in `Idempotency-Key` |
+/// | largest response body | 16 MiB |
+/// | redirects followed | 10 |
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use scrapewell::{Client, KeyFormat, KeyStrategy};
+///
+/// let client = Client::builder()
+///     .user_agent("my-scraper/1.0")
+///     .max_attempts(5)
+///     .backoff(Duration::from_millis(250), Duration::from_secs(30))
+///     .max_retry_after(Duration::from_secs(300))
+///     .retry_budget(Duration::from_secs(10), 5, 0.1)
+///     .idempotency_key_format(KeyFormat::Token)
+///     .idempotency_key_strategy(KeyStrategy::Derived)
+///     .max_body_size(64 << 20)
+///     .build()
+///     .unwrap();
+/// # let _ = client;
+/// ```
+#[derive(Debug)]
+pub struct ClientBuilder {
+    http: reqwest::ClientBuilder,
+    policy: RetryPolicy,
+    key_strategy: KeyStrategy,
+    keys_enabled: bool,
+    keys: KeySettings,
+    max_body_size: u64,
+    max_redirects: usize,
+    error: Option<Error>,
+}
+
+impl Default for ClientBuilder {
+    fn default() -> Self {
+        ClientBuilder {
+            http: reqwest::Client::builder()
+                .user_agent(concat!("scrapewell/", env!("CARGO_PKG_VERSION"))),
+            policy: RetryPolicy::default(),
+            key_strategy: KeyStrategy::Random,
+            keys_enabled: true,
+            keys: KeySettings {
+                header: IDEMPOTENCY_KEY,
+                format: KeyFormat::StructuredString,
+            },
+            max_body_size: 16 << 20,
+            max_redirects: 10,
+            error: None,
+        }
+    }
+}
+
+impl ClientBuilder {
+    /// The `User-Agent` header.
+    pub fn user_agent(mut self, value: impl TryInto<HeaderValue>) -> Self {
+        match value.try_into() {
+            Ok(value) => self.http = self.http.user_agent(value),
+            Err(_) => self.fail("invalid User-Agent value"),
+        }
+        self
+    }
+
+    /// Headers sent with every request.
+    pub fn default_headers(mut self, headers: HeaderMap) -> Self {
+        self.http = self.http.default_headers(headers);
+        self
+    }
+
+    /// The time to establish a connection, within the attempt timeout.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.http = self.http.connect_timeout(timeout);
+        self
+    }
+
+    /// Attempts per request, the first included (1 = no retry).
+    pub fn max_attempts(self, attempts: u32) -> Self {
+        self.with_policy(|p| p.max_attempts(attempts))
+    }
+
+    /// The time one attempt may take: connecting, sending, and reading the whole body.
+    pub fn attempt_timeout(self, timeout: Duration) -> Self {
+        self.with_policy(|p| p.attempt_timeout(timeout))
+    }
+
+    /// No per-attempt timeout.
+    pub fn no_attempt_timeout(self) -> Self {
+        self.with_policy(RetryPolicy::no_attempt_timeout)
+    }
+
+    /// The time a request may take over all its attempts and the delays between them.
+    pub fn deadline(self, deadline: Duration) -> Self {
+        self.with_policy(|p| p.deadline(deadline))
+    }
+
+    /// The backoff schedule: the first delay and the largest (before jitter).
+    pub fn backoff(self, min_delay: Duration, max_delay: Duration) -> Self {
+        self.with_policy(|p| p.backoff(min_delay, max_delay))
+    }
+
+    /// Seeds the backoff jitter, so a run can be repeated.
+    pub fn jitter_seed(self, seed: u64) -> Self {
+        self.with_policy(|p| p.jitter_seed(seed))
+    }
+
+    /// The longest server-requested delay (`Retry-After`) that is honoured; a longer one fails
+    /// the request at once with [`Error::RetryAfterTooLong`].
+    pub fn max_retry_after(self, cap: Duration) -> Self {
+        self.with_policy(|p| p.max_retry_after(cap))
+    }
+
+    /// The retry budget shared by every request of the client (and its clones): retries are
+    /// capped at `retry_percent` of the requests of the last `ttl`, plus `min_per_sec`.
+    pub fn retry_budget(mut self, ttl: Duration, min_per_sec: u32, retry_percent: f32) -> Self {
+        match RetryBudget::new(ttl, min_per_sec, retry_percent) {
+            Ok(budget) => self.with_policy(|p| p.budget(Arc::new(budget))),
+            Err(error) => {
+                self.fail(&error.to_string());
+                self
+            }
+        }
+    }
+
+    /// No retry budget: every request may use all its attempts.
+    pub fn no_retry_budget(self) -> Self {
+        self.with_policy(RetryPolicy::no_budget)
+    }
+
+    /// Whether POST and PATCH requests get an idempotency key (on by default). Without keys,
+    /// a POST that times out or breaks after sending fails with [`Error::OutcomeUnknown`].
+    pub fn idempotency_keys(mut self, enabled: bool) -> Self {
+        self.keys_enabled = enabled;
+        self
+    }
+
+    /// How idempotency keys are written (quoted Structured Field string, or bare token).
+    pub fn idempotency_key_format(mut self, format: KeyFormat) -> Self {
+        self.keys.format = format;
+        self
+    }
+
+    /// How idempotency keys are chosen (random, or derived from the request).
+    pub fn idempotency_key_strategy(mut self, strategy: KeyStrategy) -> Self {
+        self.key_strategy = strategy;
+        self
+    }
+
+    /// The header that carries idempotency keys.
+    pub fn idempotency_key_header(mut self, name: HeaderName) -> Self {
+        self.keys.header = name;
+        self
+    }
+
+    /// The largest response body read whole; a larger one fails with [`Error::BodyTooLarge`].
+    pub fn max_body_size(mut self, bytes: u64) -> Self {
+        self.max_body_size = bytes;
+        self
+    }
+
+    /// Redirects followed per attempt (0: hand 3xx responses to the caller).
+    pub fn max_redirects(mut self, redirects: usize) -> Self {
+        self.max_redirects = redirects;
+        self
+    }
+
+    /// The client.
+    pub fn build(self) -> Result<Client, Error> {
+        if let Some(error) = self.error {
+            return Err(error);
+        }
+        let http = self
+            .http
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| Error::Config {
+                reason: e.to_string(),
+            })?;
+        let transport = Transport::new(
+            http,
+            TransportConfig {
+                max_redirects: self.max_redirects,
+                max_body: self.max_body_size,
+                origin_bound: vec![self.keys.header.clone()],
+            },
+        );
+        let keys = IdempotencyLayer::new()
+            .enabled(self.keys_enabled)
+            .strategy(self.key_strategy)
+            .format(self.keys.format)
+            .header_name(self.keys.header.clone());
+        let stack = ServiceBuilder::new()
+            .layer(keys)
+            .layer(RetryLayer::new(self.policy))
+            .service(transport);
+        Ok(Client {
+            inner: Arc::new(ClientInner {
+                stack,
+                keys: self.keys,
+                max_body_size: self.max_body_size,
+            }),
+        })
+    }
+
+    fn with_policy(mut self, change: impl FnOnce(RetryPolicy) -> RetryPolicy) -> Self {
+        self.policy = change(self.policy);
+        self
+    }
+
+    fn fail(&mut self, reason: &str) {
+        self.error.get_or_insert(Error::Config {
+            reason: reason.to_owned(),
+        });
+    }
+}

@@ -1,0 +1,306 @@
+//! The one error type of the client.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, StatusCode};
+use scrapewell_core::ProblemDetails;
+use scrapewell_core::retry::{Attempts, RetryError, RetryReason};
+
+use crate::TransportError;
+
+/// Why a request failed. Every variant of a request that was sent carries the [`Attempts`]
+/// made; match on the variants, or ask with [`is_conflict`](Self::is_conflict),
+/// [`is_timeout`](Self::is_timeout) and friends.
+///
+/// # Example
+///
+/// ```no_run
+/// # async fn run() -> Result<(), scrapewell::Error> {
+/// let client = scrapewell::Client::new();
+/// match client.post("http://127.0.0.1:8080/orders").json(&serde_json::json!({"ref": 1})).send().await {
+///     Ok(response) => println!("created: {}", response.status()),
+///     Err(scrapewell::Error::Conflict { problem, .. }) => {
+///         println!("already exists: {}", problem.and_then(|p| p.title).unwrap_or_default())
+///     }
+///     Err(scrapewell::Error::OutcomeUnknown { .. }) => println!("check before sending again"),
+///     Err(other) => return Err(other),
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The request could not be built (an invalid URL, a header with CR/LF, a body that does
+    /// not serialize); nothing was sent.
+    #[error("invalid request: {reason}")]
+    InvalidRequest {
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The client could not be built.
+    #[error("invalid client configuration: {reason}")]
+    Config {
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A permanent 409 Conflict (duplicate create, state conflict), or a transient one that
+    /// outlasted the attempts. Never retried blindly.
+    #[error("conflict ({status}){}", problem.as_ref().map(|p| format!(": {p}")).unwrap_or_default())]
+    Conflict {
+        /// The status (409).
+        status: StatusCode,
+        /// The server's RFC 9457 problem details, when the body had them.
+        problem: Option<ProblemDetails>,
+        /// The attempts made.
+        attempts: Attempts,
+    },
+    /// A conditional request (`If-Match`) met a newer version (409 or 412).
+    #[error("stale version ({status}): the resource changed since it was read")]
+    StaleVersion {
+        /// The status (409 or 412).
+        status: StatusCode,
+        /// The current version's ETag, when sent.
+        etag: Option<HeaderValue>,
+        /// The current state, when the server sent it in the body.
+        current: Option<Bytes>,
+        /// The attempts made.
+        attempts: Attempts,
+    },
+    /// The server kept refusing for load (429, 503 with `Retry-After`) until the attempts ran
+    /// out.
+    #[error("rate limited ({status}) after {} attempts", attempts.count())]
+    RateLimited {
+        /// The last status.
+        status: StatusCode,
+        /// The delay the server last asked for.
+        retry_after: Option<Duration>,
+        /// The attempts made.
+        attempts: Attempts,
+    },
+    /// The server asked to wait longer than the configured cap.
+    #[error("server asked to retry after {value:?} ({requested:?}), over the cap of {cap:?}")]
+    RetryAfterTooLong {
+        /// The status of the response that asked.
+        status: StatusCode,
+        /// The server's `Retry-After` value.
+        value: String,
+        /// The delay it asked for.
+        requested: Duration,
+        /// The configured cap.
+        cap: Duration,
+        /// The attempts made.
+        attempts: Attempts,
+    },
+    /// Every attempt timed out.
+    #[error("timed out: attempt {} exceeded {timeout:?}", attempts.count())]
+    Timeout {
+        /// The per-attempt timeout.
+        timeout: Duration,
+        /// The attempts made.
+        attempts: Attempts,
+    },
+    /// The request's total deadline passed.
+    #[error("deadline of {deadline:?} exceeded after {} attempts", attempts.count())]
+    Deadline {
+        /// The deadline.
+        deadline: Duration,
+        /// The attempts made.
+        attempts: Attempts,
+    },
+    /// A POST or PATCH without an idempotency key timed out or broke after it was sent: it may
+    /// have been processed, and sending it again could duplicate it.
+    #[error("outcome unknown: the request may have been processed, and repeating it is not safe")]
+    OutcomeUnknown {
+        /// The transport error, or `None` when the attempt timed out.
+        #[source]
+        source: Option<TransportError>,
+        /// The attempts made.
+        attempts: Attempts,
+    },
+    /// The client's retry budget refused a retry.
+    #[error("retry budget exhausted; last attempt: {reason}")]
+    BudgetExhausted {
+        /// Why the refused retry was wanted.
+        reason: RetryReason,
+        /// The attempts made.
+        attempts: Attempts,
+    },
+    /// The response body is larger than the configured maximum.
+    #[error("response body over the cap of {limit} bytes")]
+    BodyTooLarge {
+        /// The cap.
+        limit: u64,
+        /// The attempts made.
+        attempts: Attempts,
+    },
+    /// The request failed in a way that would have been retried, but its body is a stream that
+    /// can be sent only once.
+    #[error("not retried: the request body is a stream and cannot be sent again")]
+    NotReplayable {
+        /// The failure of the only attempt.
+        #[source]
+        source: TransportError,
+        /// The attempts made.
+        attempts: Attempts,
+    },
+    /// The transport failed on the last attempt (or, in streaming mode, while the body was
+    /// being read: nothing past the headers is retried).
+    #[error("transport error after {} attempts", attempts.count())]
+    Transport {
+        /// The transport error.
+        #[source]
+        source: TransportError,
+        /// The attempts made.
+        attempts: Attempts,
+    },
+    /// [`Response::error_for_status`](crate::Response::error_for_status) met a 4xx or 5xx.
+    #[error("HTTP status {status}")]
+    Status {
+        /// The status.
+        status: StatusCode,
+        /// The attempts made.
+        attempts: Attempts,
+    },
+    /// The response body is not the JSON that was asked for.
+    #[error("response body is not the expected JSON")]
+    Decode {
+        /// The decoding error.
+        #[source]
+        source: serde_json::Error,
+        /// The attempts made.
+        attempts: Attempts,
+    },
+}
+
+impl Error {
+    /// The attempts made; `None` when the request was never sent.
+    pub fn attempts(&self) -> Option<&Attempts> {
+        match self {
+            Error::InvalidRequest { .. } | Error::Config { .. } => None,
+            Error::Conflict { attempts, .. }
+            | Error::StaleVersion { attempts, .. }
+            | Error::RateLimited { attempts, .. }
+            | Error::RetryAfterTooLong { attempts, .. }
+            | Error::Timeout { attempts, .. }
+            | Error::Deadline { attempts, .. }
+            | Error::OutcomeUnknown { attempts, .. }
+            | Error::BudgetExhausted { attempts, .. }
+            | Error::BodyTooLarge { attempts, .. }
+            | Error::NotReplayable { attempts, .. }
+            | Error::Transport { attempts, .. }
+            | Error::Status { attempts, .. }
+            | Error::Decode { attempts, .. } => Some(attempts),
+        }
+    }
+
+    /// The HTTP status behind the error, when a response caused it.
+    pub fn status(&self) -> Option<StatusCode> {
+        match self {
+            Error::Conflict { status, .. }
+            | Error::StaleVersion { status, .. }
+            | Error::RateLimited { status, .. }
+            | Error::RetryAfterTooLong { status, .. }
+            | Error::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// A 409 that was not retried, or outlasted the retries.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, Error::Conflict { .. })
+    }
+
+    /// An attempt timeout or the deadline.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Error::Timeout { .. } | Error::Deadline { .. })
+    }
+
+    /// A failure to connect on the last attempt.
+    pub fn is_connect(&self) -> bool {
+        matches!(
+            self,
+            Error::Transport {
+                source: TransportError::Connect(_),
+                ..
+            }
+        )
+    }
+
+    pub(crate) fn invalid(reason: impl Into<String>) -> Self {
+        Error::InvalidRequest {
+            reason: reason.into(),
+        }
+    }
+}
+
+impl From<RetryError<TransportError>> for Error {
+    fn from(error: RetryError<TransportError>) -> Self {
+        match error {
+            RetryError::Conflict {
+                status,
+                problem,
+                attempts,
+            } => Error::Conflict {
+                status,
+                problem,
+                attempts,
+            },
+            RetryError::StaleVersion {
+                status,
+                etag,
+                current,
+                attempts,
+            } => Error::StaleVersion {
+                status,
+                etag,
+                current,
+                attempts,
+            },
+            RetryError::RateLimited {
+                status,
+                retry_after,
+                attempts,
+            } => Error::RateLimited {
+                status,
+                retry_after,
+                attempts,
+            },
+            RetryError::RetryAfterTooLong {
+                status,
+                value,
+                requested,
+                cap,
+                attempts,
+            } => Error::RetryAfterTooLong {
+                status,
+                value,
+                requested,
+                cap,
+                attempts,
+            },
+            RetryError::Timeout { timeout, attempts } => Error::Timeout { timeout, attempts },
+            RetryError::DeadlineExceeded { deadline, attempts } => {
+                Error::Deadline { deadline, attempts }
+            }
+            RetryError::OutcomeUnknown { source, attempts } => {
+                Error::OutcomeUnknown { source, attempts }
+            }
+            RetryError::BudgetExhausted { reason, attempts } => {
+                Error::BudgetExhausted { reason, attempts }
+            }
+            RetryError::NotReplayable { source, attempts } => {
+                Error::NotReplayable { source, attempts }
+            }
+            RetryError::Transport {
+                source: TransportError::BodyTooLarge { limit },
+                attempts,
+            } => Error::BodyTooLarge { limit, attempts },
+            RetryError::Transport {
+                source: TransportError::InvalidUrl(reason),
+                ..
+            } => Error::InvalidRequest { reason },
+            RetryError::Transport { source, attempts } => Error::Transport { source, attempts },
+        }
+    }
+}

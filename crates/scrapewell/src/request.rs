@@ -1,0 +1,384 @@
+//! Building and sending one request.
+
+use std::fmt;
+use std::time::Duration;
+
+use http::header::CONTENT_TYPE;
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
+use scrapewell_core::idempotency::{KeyFormat, WithoutKey};
+use scrapewell_core::retry::RetryOverrides;
+use serde::Serialize;
+use tower::Service;
+use tracing::Instrument;
+use url::Url;
+
+use crate::transport::{ReadMode, RequestUrl};
+use crate::{Body, Client, Error, Response};
+
+/// A request being built; send it with [`send`](Self::send).
+///
+/// Errors in the building (a header value with CR/LF, a body that does not serialize) are kept
+/// and returned by `send()`, as reqwest does.
+///
+/// # Example
+///
+/// ```no_run
+/// # async fn run() -> Result<(), scrapewell::Error> {
+/// use std::time::Duration;
+///
+/// let client = scrapewell::Client::new();
+/// let response = client
+///     .post("http://127.0.0.1:8080/orders")
+///     .header("x-client", "docs")
+///     .query(&[("dry_run", "0")])
+///     .json(&serde_json::json!({ "ref": "A-1" }))
+///     .attempt_timeout(Duration::from_secs(5))
+///     .send()
+///     .await?;
+/// # Ok(()) }
+/// ```
+pub struct RequestBuilder {
+    client: Client,
+    method: Method,
+    url: Result<Url, Error>,
+    headers: HeaderMap,
+    body: Body,
+    overrides: Option<RetryOverrides>,
+    read: ReadMode,
+    without_key: bool,
+    error: Option<Error>,
+}
+
+/// Something that can be turned into a URL: `&str`, `String` or [`Url`].
+pub trait IntoUrl {
+    /// The URL, or the reason it is not one.
+    fn into_url(self) -> Result<Url, Error>;
+}
+
+impl IntoUrl for Url {
+    fn into_url(self) -> Result<Url, Error> {
+        match self.scheme() {
+            "http" | "https" if self.has_host() => Ok(self),
+            "http" | "https" => Err(Error::invalid("URL has no host")),
+            other => Err(Error::invalid(format!("unsupported URL scheme {other:?}"))),
+        }
+    }
+}
+
+impl IntoUrl for &str {
+    fn into_url(self) -> Result<Url, Error> {
+        Url::parse(self)
+            .map_err(|e| Error::invalid(format!("invalid URL: {e}")))?
+            .into_url()
+    }
+}
+
+impl IntoUrl for String {
+    fn into_url(self) -> Result<Url, Error> {
+        self.as_str().into_url()
+    }
+}
+
+impl IntoUrl for &String {
+    fn into_url(self) -> Result<Url, Error> {
+        self.as_str().into_url()
+    }
+}
+
+impl RequestBuilder {
+    pub(crate) fn new(client: Client, method: Method, url: Result<Url, Error>) -> Self {
+        let read = ReadMode {
+            streaming: false,
+            max_body: client.max_body_size(),
+        };
+        RequestBuilder {
+            client,
+            method,
+            url,
+            headers: HeaderMap::new(),
+            body: Body::empty(),
+            overrides: None,
+            read,
+            without_key: false,
+            error: None,
+        }
+    }
+
+    /// Adds a header. A name or value that is not valid HTTP (a value with CR or LF) makes
+    /// `send()` fail with [`Error::InvalidRequest`]; the value is not repeated in the error.
+    pub fn header<K, V>(mut self, name: K, value: V) -> Self
+    where
+        K: TryInto<HeaderName>,
+        V: TryInto<HeaderValue>,
+    {
+        match (name.try_into(), value.try_into()) {
+            (Ok(name), Ok(value)) => {
+                self.headers.append(name, value);
+            }
+            (Err(_), _) => self.fail(Error::invalid("invalid header name")),
+            (Ok(name), Err(_)) => {
+                self.fail(Error::invalid(format!("invalid value for header {name}")))
+            }
+        }
+        self
+    }
+
+    /// Adds every header of `headers`.
+    pub fn headers(mut self, headers: HeaderMap) -> Self {
+        for (name, value) in headers.iter() {
+            self.headers.append(name.clone(), value.clone());
+        }
+        self
+    }
+
+    /// `Authorization: Bearer <token>`, marked sensitive.
+    pub fn bearer_auth(mut self, token: impl fmt::Display) -> Self {
+        match HeaderValue::try_from(format!("Bearer {token}")) {
+            Ok(mut value) => {
+                value.set_sensitive(true);
+                self.headers.insert(http::header::AUTHORIZATION, value);
+            }
+            Err(_) => self.fail(Error::invalid("invalid bearer token")),
+        }
+        self
+    }
+
+    /// Appends `query` (anything serde_urlencoded takes: pairs, a map, a struct) to the URL's
+    /// query string.
+    pub fn query<T: Serialize + ?Sized>(mut self, query: &T) -> Self {
+        let encoded = match serde_urlencoded::to_string(query) {
+            Ok(encoded) => encoded,
+            Err(e) => {
+                self.fail(Error::invalid(format!("query does not serialize: {e}")));
+                return self;
+            }
+        };
+        if let Ok(url) = &mut self.url
+            && !encoded.is_empty()
+        {
+            let joined = match url.query() {
+                Some(existing) if !existing.is_empty() => format!("{existing}&{encoded}"),
+                _ => encoded,
+            };
+            url.set_query(Some(&joined));
+        }
+        self
+    }
+
+    /// A JSON body, with `Content-Type: application/json`.
+    pub fn json<T: Serialize + ?Sized>(mut self, value: &T) -> Self {
+        match serde_json::to_vec(value) {
+            Ok(bytes) => self.set_body(bytes.into(), "application/json"),
+            Err(e) => self.fail(Error::invalid(format!(
+                "body does not serialize to JSON: {e}"
+            ))),
+        }
+        self
+    }
+
+    /// A form body, with `Content-Type: application/x-www-form-urlencoded`.
+    pub fn form<T: Serialize + ?Sized>(mut self, value: &T) -> Self {
+        match serde_urlencoded::to_string(value) {
+            Ok(text) => self.set_body(text.into(), "application/x-www-form-urlencoded"),
+            Err(e) => self.fail(Error::invalid(format!("form does not serialize: {e}"))),
+        }
+        self
+    }
+
+    /// The body as it is. A [`Body::wrap_stream`] body is sent once and never retried.
+    pub fn body(mut self, body: impl Into<Body>) -> Self {
+        self.body = body.into();
+        self
+    }
+
+    /// The idempotency key for this request instead of a generated one; written in the
+    /// client's key format and header. It must be printable ASCII without `"` or `\`.
+    pub fn idempotency_key(mut self, key: &str) -> Self {
+        let printable = !key.is_empty()
+            && key
+                .bytes()
+                .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\');
+        let keys = self.client.keys();
+        let text = match keys.format {
+            KeyFormat::StructuredString => format!("\"{key}\""),
+            _ => key.to_owned(),
+        };
+        match HeaderValue::try_from(text) {
+            Ok(value) if printable => {
+                self.headers.insert(keys.header.clone(), value);
+            }
+            _ => self.fail(Error::invalid(
+                "idempotency key must be non-empty printable ASCII without '\"' or '\\'",
+            )),
+        }
+        self
+    }
+
+    /// Sends this POST or PATCH without an idempotency key, for servers that reject unknown
+    /// headers. It is then retried only where the server says it did not process it.
+    pub fn without_idempotency_key(mut self) -> Self {
+        self.without_key = true;
+        self
+    }
+
+    /// Attempts for this request, the first included (1 = no retry).
+    pub fn max_attempts(mut self, attempts: u32) -> Self {
+        self.overrides = Some(self.overrides.unwrap_or_default().max_attempts(attempts));
+        self
+    }
+
+    /// Sends the request once, whatever happens.
+    pub fn no_retry(self) -> Self {
+        self.max_attempts(1)
+    }
+
+    /// The timeout of each attempt of this request, reading the body included.
+    pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
+        self.overrides = Some(self.overrides.unwrap_or_default().attempt_timeout(timeout));
+        self
+    }
+
+    /// The total time this request may take over all its attempts.
+    pub fn deadline(mut self, deadline: Duration) -> Self {
+        self.overrides = Some(self.overrides.unwrap_or_default().deadline(deadline));
+        self
+    }
+
+    /// The largest body this request accepts.
+    pub fn max_body_size(mut self, bytes: u64) -> Self {
+        self.read.max_body = bytes;
+        self
+    }
+
+    /// Streaming mode, for large downloads: `send()` returns once the headers arrived, and the
+    /// body is read with [`Response::chunk`]. Retries cover the attempt up to the headers only;
+    /// a body that breaks off later fails with [`Error::Transport`] and is not retried. Error
+    /// responses (4xx, 5xx) are still read whole, so that they can be classified.
+    pub fn stream_response(mut self) -> Self {
+        self.read.streaming = true;
+        self
+    }
+
+    /// Sends the request through the client's layers and returns the response.
+    pub async fn send(self) -> Result<Response, Error> {
+        let RequestBuilder {
+            client,
+            method,
+            url,
+            headers,
+            body,
+            overrides,
+            read,
+            without_key,
+            error,
+        } = self;
+        if let Some(error) = error {
+            return Err(error);
+        }
+        let url = url?;
+        let uri = http::Uri::try_from(url.as_str())
+            .map_err(|e| Error::invalid(format!("invalid URL: {e}")))?;
+        let mut request = http::Request::new(body);
+        *request.method_mut() = method;
+        *request.uri_mut() = uri;
+        *request.headers_mut() = headers;
+        let extensions = request.extensions_mut();
+        extensions.insert(RequestUrl(url.clone()));
+        if let Some(overrides) = overrides {
+            extensions.insert(overrides);
+        }
+        if without_key {
+            extensions.insert(WithoutKey);
+        }
+        if read.streaming || read.max_body != client.max_body_size() {
+            extensions.insert(read);
+        }
+        let span = tracing::info_span!(
+            "request",
+            method = %request.method(),
+            host = %url.host_str().unwrap_or_default(),
+            path = %LoggedTarget(&url),
+        );
+        let mut stack = client.stack();
+        let result = stack.call(request).instrument(span).await;
+        match result {
+            Ok(response) => Ok(Response::from_http(response, url, read.max_body)),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    fn set_body(&mut self, body: Body, content_type: &'static str) {
+        self.body = body;
+        self.headers
+            .entry(CONTENT_TYPE)
+            .or_insert(HeaderValue::from_static(content_type));
+    }
+
+    /// Keeps the first error: it is the one the caller should fix first.
+    fn fail(&mut self, error: Error) {
+        self.error.get_or_insert(error);
+    }
+}
+
+impl fmt::Debug for RequestBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RequestBuilder")
+            .field("method", &self.method)
+            .field("url", &self.url.as_ref().map(LoggedTarget))
+            .finish_non_exhaustive()
+    }
+}
+
+/// The path and query names of a URL, for logs: query values (tokens, session ids, search
+/// terms) are left out.
+struct LoggedTarget<'a>(&'a Url);
+
+impl fmt::Display for LoggedTarget<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0.path())?;
+        let mut separator = '?';
+        for (name, _) in self.0.query_pairs() {
+            write!(f, "{separator}{name}=…")?;
+            separator = '&';
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for LoggedTarget<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "\"{self}\"")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logged_target_keeps_query_names_and_drops_values() {
+        let url = Url::parse("http://h/search?q=secret&token=abc&page=2").unwrap();
+        assert_eq!(LoggedTarget(&url).to_string(), "/search?q=…&token=…&page=…");
+        assert_eq!(
+            LoggedTarget(&Url::parse("http://h/a/b").unwrap()).to_string(),
+            "/a/b"
+        );
+    }
+
+    #[test]
+    fn only_http_urls_with_a_host_are_accepted() {
+        assert!("http://127.0.0.1/".into_url().is_ok());
+        assert!(matches!(
+            "not a url".into_url(),
+            Err(Error::InvalidRequest { .. })
+        ));
+        assert!(matches!(
+            "ftp://h/x".into_url(),
+            Err(Error::InvalidRequest { .. })
+        ));
+        assert!(matches!(
+            "file:///etc/passwd".into_url(),
+            Err(Error::InvalidRequest { .. })
+        ));
+    }
+}

@@ -1,0 +1,263 @@
+//! The innermost service: one attempt over reqwest, redirects followed, the body read whole.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use http::header::{
+    AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, COOKIE, LOCATION, PROXY_AUTHORIZATION,
+};
+use http::{HeaderName, Method, StatusCode};
+use scrapewell_core::retry::{ClassifyError, TransportFailure};
+use tower::Service;
+use url::Url;
+
+use crate::body::{Body, ResponseBody};
+
+/// What failed in one attempt, below the retry layer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransportError {
+    /// The connection could not be made; nothing was sent.
+    #[error("connect failed")]
+    Connect(#[source] reqwest::Error),
+    /// The request failed after it may have reached the server.
+    #[error("request failed")]
+    Request(#[source] reqwest::Error),
+    /// The response body broke off (a reset, a truncated body).
+    #[error("response body broke off")]
+    Body(#[source] reqwest::Error),
+    /// The response body is larger than the configured cap.
+    #[error("response body over the cap of {limit} bytes")]
+    BodyTooLarge {
+        /// The configured cap.
+        limit: u64,
+    },
+    /// A redirect pointed somewhere the client cannot follow.
+    #[error("bad redirect: {0}")]
+    Redirect(String),
+    /// The request's URI is not a URL the client can send to.
+    #[error("invalid URL: {0}")]
+    InvalidUrl(String),
+}
+
+impl ClassifyError for TransportError {
+    fn transport_failure(&self) -> TransportFailure {
+        match self {
+            TransportError::Connect(_) => TransportFailure::NotSent,
+            TransportError::Request(_) | TransportError::Body(_) => TransportFailure::AfterSend,
+            TransportError::BodyTooLarge { .. }
+            | TransportError::Redirect(_)
+            | TransportError::InvalidUrl(_) => TransportFailure::Permanent,
+        }
+    }
+}
+
+/// The request's URL, parsed once by the request builder and carried in the extensions so
+/// that the transport does not parse the URI again.
+#[derive(Debug, Clone)]
+pub(crate) struct RequestUrl(pub(crate) Url);
+
+/// The URL the response came from, after redirects.
+#[derive(Debug, Clone)]
+pub(crate) struct FinalUrl(pub(crate) Url);
+
+/// Per-request transport settings, in the extensions.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ReadMode {
+    /// Hand 2xx/3xx bodies over as a stream instead of reading them whole.
+    pub(crate) streaming: bool,
+    /// The cap on a buffered body.
+    pub(crate) max_body: u64,
+}
+
+#[derive(Debug)]
+pub(crate) struct TransportConfig {
+    pub(crate) max_redirects: usize,
+    pub(crate) max_body: u64,
+    /// Headers that never follow a redirect to another origin.
+    pub(crate) origin_bound: Vec<HeaderName>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Transport {
+    http: reqwest::Client,
+    config: Arc<TransportConfig>,
+}
+
+impl Transport {
+    pub(crate) fn new(http: reqwest::Client, config: TransportConfig) -> Self {
+        Transport {
+            http,
+            config: Arc::new(config),
+        }
+    }
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl Service<http::Request<Body>> for Transport {
+    type Response = http::Response<ResponseBody>;
+    type Error = TransportError;
+    type Future = BoxFuture<Result<Self::Response, TransportError>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        let http = self.http.clone();
+        let config = Arc::clone(&self.config);
+        Box::pin(exchange(http, config, request))
+    }
+}
+
+async fn exchange(
+    http: reqwest::Client,
+    config: Arc<TransportConfig>,
+    request: http::Request<Body>,
+) -> Result<http::Response<ResponseBody>, TransportError> {
+    let (mut parts, body) = request.into_parts();
+    let mode = parts
+        .extensions
+        .get::<ReadMode>()
+        .copied()
+        .unwrap_or(ReadMode {
+            streaming: false,
+            max_body: config.max_body,
+        });
+    let mut url = match parts.extensions.remove::<RequestUrl>() {
+        Some(RequestUrl(url)) => url,
+        None => Url::parse(&parts.uri.to_string())
+            .map_err(|e| TransportError::InvalidUrl(e.to_string()))?,
+    };
+    let mut method = parts.method;
+    let mut headers = std::mem::take(&mut parts.headers);
+    // A buffered body can follow a 307 / 308; a stream cannot be sent twice.
+    let mut replay = body.buffered_bytes();
+    let mut body = body.into_reqwest();
+    let mut redirects = 0;
+    let response = loop {
+        let mut request = reqwest::Request::new(method.clone(), url.clone());
+        *request.headers_mut() = headers.clone();
+        *request.body_mut() = body.take();
+        let response = http.execute(request).await.map_err(|e| {
+            if e.is_connect() {
+                TransportError::Connect(e.without_url())
+            } else {
+                TransportError::Request(e.without_url())
+            }
+        })?;
+        let Some(next) = redirect_target(&response, &url, redirects, config.max_redirects)? else {
+            break response;
+        };
+        redirects += 1;
+        let status = response.status();
+        if status == StatusCode::SEE_OTHER
+            || (matches!(status, StatusCode::MOVED_PERMANENTLY | StatusCode::FOUND)
+                && method == Method::POST)
+        {
+            method = Method::GET;
+            replay = None;
+            headers.remove(CONTENT_TYPE);
+            headers.remove(CONTENT_LENGTH);
+        } else if let Some(bytes) = &replay {
+            body = (!bytes.is_empty()).then(|| bytes.clone().into());
+        } else {
+            // A 307 / 308 would need the stream again: hand the redirect to the caller.
+            break response;
+        }
+        if next.origin() != url.origin() {
+            for name in [AUTHORIZATION, COOKIE, PROXY_AUTHORIZATION]
+                .iter()
+                .chain(&config.origin_bound)
+            {
+                headers.remove(name);
+            }
+        }
+        url = next;
+    };
+    into_http(response, mode).await
+}
+
+/// Where a redirect leads, when it should be followed; `None` for a response that is final.
+fn redirect_target(
+    response: &reqwest::Response,
+    from: &Url,
+    followed: usize,
+    max: usize,
+) -> Result<Option<Url>, TransportError> {
+    if !matches!(response.status().as_u16(), 301 | 302 | 303 | 307 | 308) || max == 0 {
+        return Ok(None);
+    }
+    let Some(location) = response.headers().get(LOCATION) else {
+        return Ok(None);
+    };
+    if followed >= max {
+        return Err(TransportError::Redirect(format!(
+            "more than {max} redirects"
+        )));
+    }
+    let location = location
+        .to_str()
+        .map_err(|_| TransportError::Redirect("Location is not visible ASCII".to_owned()))?;
+    let next = from
+        .join(location)
+        .map_err(|e| TransportError::Redirect(format!("Location is not a URL: {e}")))?;
+    match next.scheme() {
+        "http" | "https" => Ok(Some(next)),
+        other => Err(TransportError::Redirect(format!(
+            "redirect to unsupported scheme {other:?}"
+        ))),
+    }
+}
+
+async fn into_http(
+    mut response: reqwest::Response,
+    mode: ReadMode,
+) -> Result<http::Response<ResponseBody>, TransportError> {
+    let status = response.status();
+    let version = response.version();
+    let headers = std::mem::take(response.headers_mut());
+    let final_url = FinalUrl(response.url().clone());
+    // Error bodies are small and the retry classifier reads them: buffer them even when
+    // streaming.
+    let body = if mode.streaming && !(status.is_client_error() || status.is_server_error()) {
+        ResponseBody::Streaming(response)
+    } else {
+        ResponseBody::Whole(read_capped(response, mode.max_body).await?)
+    };
+    let mut http_response = http::Response::new(body);
+    *http_response.status_mut() = status;
+    *http_response.version_mut() = version;
+    *http_response.headers_mut() = headers;
+    http_response.extensions_mut().insert(final_url);
+    Ok(http_response)
+}
+
+/// Reads a whole body, failing as soon as it is known to exceed `limit`.
+async fn read_capped(mut response: reqwest::Response, limit: u64) -> Result<Bytes, TransportError> {
+    let announced = response.content_length();
+    if announced.is_some_and(|announced| announced > limit) {
+        return Err(TransportError::BodyTooLarge { limit });
+    }
+    let capacity = usize::try_from(announced.unwrap_or(0).min(limit)).unwrap_or(0);
+    let mut buffer = BytesMut::with_capacity(capacity);
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| TransportError::Body(e.without_url()))?
+    {
+        if buffer.len() as u64 + chunk.len() as u64 > limit {
+            return Err(TransportError::BodyTooLarge { limit });
+        }
+        // A body that arrives in one chunk is handed on without a copy.
+        if buffer.is_empty() && announced == Some(chunk.len() as u64) {
+            return Ok(chunk);
+        }
+        buffer.extend_from_slice(&chunk);
+    }
+    Ok(buffer.freeze())
+}
