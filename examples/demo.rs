@@ -1,1 +1,315 @@
-fn main() {}
+//! `cargo run --example demo`: a mixed scraping workload against the hostile mock server.
+//!
+//! 600 logical requests at concurrency 16: page GETs that fail transiently (5xx, 429, a reset in
+//! the middle of the body), form POSTs into a slow idempotent create whose processing outlasts
+//! the attempt timeout, PUTs to locked documents, and POSTs that meet a permanent conflict.
+//! It prints what happened and exits non-zero when an invariant breaks: a duplicate create, a
+//! request that did not end as its kind should, or a permanent 409 that was retried.
+//!
+//! Set `RUST_LOG=scrapewell_core=info` to see each retry as it is decided.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use scrapewell::{Client, Error, Response};
+use scrapewell_mock::MockServer;
+
+const CONCURRENCY: usize = 16;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Kind {
+    Page,
+    Create,
+    Lock,
+    Conflict,
+}
+
+impl Kind {
+    fn label(self) -> &'static str {
+        match self {
+            Kind::Page => "pages (flaky GET)",
+            Kind::Create => "creates (form POST)",
+            Kind::Lock => "locked docs (PUT)",
+            Kind::Conflict => "duplicates (POST)",
+        }
+    }
+}
+
+struct Job {
+    kind: Kind,
+    path: String,
+    reference: Option<String>,
+    /// Where the job falls in the run, as a share of its kind's jobs (0 ..= 1,000,000).
+    position: usize,
+}
+
+struct Finished {
+    kind: Kind,
+    path: String,
+    result: Result<Response, Error>,
+}
+
+fn workload() -> Vec<Job> {
+    const STATUSES: [u16; 5] = [503, 502, 500, 504, 429];
+    let mut jobs = Vec::new();
+    for n in 0..300 {
+        let path = if n % 10 == 9 {
+            format!("/reset/page-{n}?times=1")
+        } else {
+            let status = STATUSES[n % STATUSES.len()];
+            format!("/flaky/page-{n}?fail={}&status={status}", n % 3)
+        };
+        jobs.push(Job {
+            kind: Kind::Page,
+            path,
+            reference: None,
+            position: n * 1_000_000 / 300,
+        });
+    }
+    for n in 0..200 {
+        let path = "/orders?delay_ms=150&require_key=1".to_owned();
+        let reference = Some(format!("order-{n}"));
+        jobs.push(Job {
+            kind: Kind::Create,
+            path,
+            reference,
+            position: n * 1_000_000 / 200,
+        });
+    }
+    for n in 0..60 {
+        let path = format!("/lock/doc-{n}?times=1&retry_after=1");
+        jobs.push(Job {
+            kind: Kind::Lock,
+            path,
+            reference: None,
+            position: n * 1_000_000 / 60,
+        });
+    }
+    for n in 0..40 {
+        let path = format!("/conflict/sku-{n}");
+        jobs.push(Job {
+            kind: Kind::Conflict,
+            path,
+            reference: None,
+            position: n * 1_000_000 / 40,
+        });
+    }
+    // Interleave the kinds evenly, as a crawl would.
+    jobs.sort_by_key(|job| job.position);
+    jobs
+}
+
+async fn run(client: &Client, server: &MockServer, job: Job) -> Finished {
+    let url = server.url(&job.path);
+    let request = match job.kind {
+        Kind::Page => client.get(url),
+        Kind::Create => client
+            .post(url)
+            .form(&[
+                ("ref", job.reference.as_deref().unwrap_or_default()),
+                ("qty", "1"),
+            ])
+            .attempt_timeout(Duration::from_millis(50)),
+        Kind::Lock => client.put(url).body("{\"title\":\"edited\"}"),
+        Kind::Conflict => client
+            .post(url)
+            .json(&serde_json::json!({ "sku": job.path })),
+    };
+    let result = request.send().await;
+    let path = job.path.split('?').next().unwrap_or_default().to_owned();
+    Finished {
+        kind: job.kind,
+        path,
+        result,
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .init();
+    }
+    let server = match MockServer::start().await {
+        Ok(server) => server,
+        Err(error) => {
+            eprintln!("cannot start the mock server: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // The mock fails on purpose far more often than a healthy site: allow up to three retries
+    // per request in the budget instead of the default 20%.
+    let client = match Client::builder()
+        .max_attempts(8)
+        .backoff(Duration::from_millis(20), Duration::from_millis(200))
+        .jitter_seed(2026)
+        .retry_budget(Duration::from_secs(10), 10, 3.0)
+        .build()
+    {
+        Ok(client) => client,
+        Err(error) => {
+            eprintln!("cannot build the client: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+
+    let jobs = workload();
+    let total = jobs.len();
+    println!(
+        "scrapewell demo: {total} logical requests at concurrency {CONCURRENCY} against {}\n",
+        server.base_url()
+    );
+    let started = Instant::now();
+    use futures_util::StreamExt;
+    let finished: Vec<Finished> = futures_util::stream::iter(jobs)
+        .map(|job| run(&client, &server, job))
+        .buffer_unordered(CONCURRENCY)
+        .collect()
+        .await;
+    let elapsed = started.elapsed();
+
+    let (report, violations) = summarize(&finished, &server);
+    print!("{report}");
+    println!("\n{total} requests in {:.2} s", elapsed.as_secs_f64());
+    if violations.is_empty() {
+        println!("all invariants hold");
+        ExitCode::SUCCESS
+    } else {
+        for violation in &violations {
+            eprintln!("INVARIANT BROKEN: {violation}");
+        }
+        ExitCode::FAILURE
+    }
+}
+
+/// The summary table, and the invariants that broke.
+fn summarize(finished: &[Finished], server: &MockServer) -> (String, Vec<String>) {
+    #[derive(Default)]
+    struct Row {
+        requests: u64,
+        attempts: u64,
+        ok: u64,
+        errors: u64,
+    }
+    let mut rows: BTreeMap<Kind, Row> = BTreeMap::new();
+    let mut reasons: BTreeMap<String, u64> = BTreeMap::new();
+    let mut outcomes: BTreeMap<&'static str, u64> = BTreeMap::new();
+    let mut violations = Vec::new();
+    for done in finished {
+        let attempts = match &done.result {
+            Ok(response) => Some(response.attempts()),
+            Err(error) => error.attempts(),
+        };
+        let row = rows.entry(done.kind).or_default();
+        row.requests += 1;
+        row.attempts += attempts.map_or(0, |a| u64::from(a.count()));
+        for retry in attempts.map(|a| a.retries()).unwrap_or_default() {
+            *reasons.entry(retry.reason.to_string()).or_default() += 1;
+        }
+        let outcome = match &done.result {
+            Ok(response) if response.status().is_success() => "success",
+            Ok(_) => "error status",
+            Err(Error::Conflict { .. }) => "conflict (409, not retried)",
+            Err(Error::OutcomeUnknown { .. }) => "outcome unknown",
+            Err(Error::BudgetExhausted { .. }) => "retry budget exhausted",
+            Err(error) if error.is_timeout() => "timeout",
+            Err(_) => "other error",
+        };
+        *outcomes.entry(outcome).or_default() += 1;
+        if done.result.is_ok() {
+            row.ok += 1;
+        } else {
+            row.errors += 1;
+        }
+        let expected = match done.kind {
+            Kind::Page | Kind::Create | Kind::Lock => outcome == "success",
+            Kind::Conflict => outcome.starts_with("conflict"),
+        };
+        if !expected {
+            violations.push(format!(
+                "{} {} ended as {outcome}: {:?}",
+                done.kind.label(),
+                done.path,
+                done.result.as_ref().err()
+            ));
+        }
+        if done.kind == Kind::Conflict {
+            let hits = server.hits(&done.path);
+            if attempts.map_or(0, |a| a.count()) != 1 || hits != 1 {
+                violations.push(format!(
+                    "permanent 409 at {} was retried ({hits} requests at the server)",
+                    done.path
+                ));
+            }
+        }
+    }
+    let stats = server.stats();
+    let creates_asked = rows.get(&Kind::Create).map_or(0, |r| r.requests);
+    if stats.duplicate_creates > 0 {
+        violations.push(format!(
+            "{} duplicate creates at the server",
+            stats.duplicate_creates
+        ));
+    }
+    if stats.creates != creates_asked || stats.distinct_refs != creates_asked {
+        violations.push(format!(
+            "{creates_asked} creates asked for, {} made for {} references",
+            stats.creates, stats.distinct_refs
+        ));
+    }
+
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<22} {:>9} {:>9} {:>9} {:>13}",
+        "workload", "requests", "attempts", "ok", "typed errors"
+    );
+    let mut totals = Row::default();
+    for (kind, row) in &rows {
+        let _ = writeln!(
+            out,
+            "{:<22} {:>9} {:>9} {:>9} {:>13}",
+            kind.label(),
+            row.requests,
+            row.attempts,
+            row.ok,
+            row.errors
+        );
+        totals.requests += row.requests;
+        totals.attempts += row.attempts;
+        totals.ok += row.ok;
+        totals.errors += row.errors;
+    }
+    let _ = writeln!(
+        out,
+        "{:<22} {:>9} {:>9} {:>9} {:>13}",
+        "total", totals.requests, totals.attempts, totals.ok, totals.errors
+    );
+    let _ = writeln!(out, "\nretries by reason");
+    for (reason, count) in &reasons {
+        let _ = writeln!(out, "  {reason:<28} {count:>6}");
+    }
+    let _ = writeln!(out, "\noutcomes by kind");
+    for (outcome, count) in &outcomes {
+        let _ = writeln!(out, "  {outcome:<28} {count:>6}");
+    }
+    let _ = writeln!(out, "\nat the server");
+    for (label, value) in [
+        ("requests received", stats.requests),
+        ("orders created", stats.creates),
+        ("distinct references", stats.distinct_refs),
+        ("duplicate creates", stats.duplicate_creates),
+        ("409 key in flight", stats.in_flight_conflicts),
+        ("stored responses replayed", stats.replays),
+        ("409 locked", stats.lock_conflicts),
+        ("409 permanent", stats.permanent_conflicts),
+        ("injected 5xx / 429", stats.injected_failures),
+        ("connections cut mid-body", stats.resets),
+    ] {
+        let _ = writeln!(out, "  {label:<28} {value:>6}");
+    }
+    (out, violations)
+}

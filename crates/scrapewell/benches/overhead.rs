@@ -1,1 +1,223 @@
-fn main() {}
+//! What the scrapewell stack costs over bare reqwest, measured side by side in one run.
+//!
+//! ```text
+//! cargo bench -p scrapewell --bench overhead                       # the ratio table
+//! cargo bench -p scrapewell --bench overhead -- --requests 50000   # longer rounds
+//! scripts/callgrind.sh                                             # instructions per request
+//! ```
+//!
+//! The server (the mock's `/bytes/1024`: 1 KiB bodies, so no retry is ever triggered) runs in a
+//! child process of this binary, so its work is not counted. The clients run on a
+//! current-thread tokio runtime; CPU time is read from `/proc/self/task/*/schedstat`
+//! (nanoseconds, every thread of this process). Rounds alternate the clients so that drift on a
+//! shared machine falls on all of them alike; the table shows the median round.
+//!
+//! `--callgrind CLIENT --requests N` runs N requests at concurrency 1 with one client and exits,
+//! for `valgrind --tool=callgrind` to count.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+
+const CLIENTS: [&str; 3] = ["reqwest", "scrapewell", "reqwest-middleware"];
+const ROUNDS: usize = 5;
+
+enum Client {
+    Bare(reqwest::Client),
+    Scrapewell(scrapewell::Client),
+    Middleware(reqwest_middleware::ClientWithMiddleware),
+}
+
+impl Client {
+    fn new(name: &str) -> Self {
+        match name {
+            "reqwest" => Client::Bare(reqwest::Client::new()),
+            "scrapewell" => Client::Scrapewell(scrapewell::Client::new()),
+            _ => {
+                let policy = reqwest_retry::policies::ExponentialBackoff::builder()
+                    .build_with_max_retries(3);
+                Client::Middleware(
+                    reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+                        .with(reqwest_retry::RetryTransientMiddleware::new_with_policy(
+                            policy,
+                        ))
+                        .build(),
+                )
+            }
+        }
+    }
+
+    async fn fetch(&self, url: &str) -> usize {
+        let body = match self {
+            Client::Bare(client) => client
+                .get(url)
+                .send()
+                .await
+                .expect("reqwest")
+                .bytes()
+                .await
+                .expect("body"),
+            Client::Scrapewell(client) => client
+                .get(url)
+                .send()
+                .await
+                .expect("scrapewell")
+                .bytes()
+                .await
+                .expect("body"),
+            Client::Middleware(client) => client
+                .get(url)
+                .send()
+                .await
+                .expect("middleware")
+                .bytes()
+                .await
+                .expect("body"),
+        };
+        body.len()
+    }
+}
+
+/// CPU time of every thread of this process.
+fn cpu_time() -> Duration {
+    let mut total = 0u64;
+    for task in std::fs::read_dir("/proc/self/task")
+        .expect("/proc/self/task")
+        .flatten()
+    {
+        let stat = std::fs::read_to_string(task.path().join("schedstat")).unwrap_or_default();
+        total += stat
+            .split_whitespace()
+            .next()
+            .and_then(|ns| ns.parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    Duration::from_nanos(total)
+}
+
+struct Round {
+    cpu_per_request: Duration,
+    requests_per_sec: f64,
+}
+
+async fn round(client: &Client, url: &str, requests: usize, concurrency: usize) -> Round {
+    let cpu = cpu_time();
+    let wall = Instant::now();
+    let bytes: usize = futures_util::stream::iter(0..requests)
+        .map(|_| client.fetch(url))
+        .buffer_unordered(concurrency)
+        .fold(0, |sum, n| async move { sum + n })
+        .await;
+    assert_eq!(bytes, requests * 1024);
+    let wall = wall.elapsed();
+    Round {
+        cpu_per_request: (cpu_time() - cpu) / requests as u32,
+        requests_per_sec: requests as f64 / wall.as_secs_f64(),
+    }
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+fn start_server() -> (Child, String) {
+    let mut child = Command::new(std::env::current_exe().expect("own path"))
+        .arg("--serve")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the server process");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("server address");
+    (child, format!("{}/bytes/1024", line.trim()))
+}
+
+fn serve() -> ExitCode {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let server = scrapewell_mock::MockServer::start().await.expect("bind");
+        println!("{}", server.base_url());
+        // The parent kills this process when it is done.
+        std::future::pending::<()>().await;
+    });
+    ExitCode::SUCCESS
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--serve") {
+        return serve();
+    }
+    let value = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let requests: usize = value("--requests")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (mut server, url) = start_server();
+
+    if let Some(name) = value("--callgrind") {
+        let client = Client::new(&name);
+        runtime.block_on(async {
+            client.fetch(&url).await;
+            round(&client, &url, requests, 1).await
+        });
+        let _ = server.kill();
+        let _ = server.wait();
+        return ExitCode::SUCCESS;
+    }
+
+    println!("{requests} GETs of 1 KiB per round, {ROUNDS} rounds, median round shown\n");
+    println!(
+        "{:<20} {:>5} {:>14} {:>12} {:>14} {:>12}",
+        "client", "conc.", "CPU/request", "vs reqwest", "requests/s", "vs reqwest"
+    );
+    for concurrency in [1, 64] {
+        let clients: Vec<Client> = CLIENTS.iter().map(|name| Client::new(name)).collect();
+        let mut cpu: Vec<Vec<f64>> = vec![Vec::new(); CLIENTS.len()];
+        let mut rate: Vec<Vec<f64>> = vec![Vec::new(); CLIENTS.len()];
+        runtime.block_on(async {
+            for client in &clients {
+                round(client, &url, requests / 10, concurrency).await; // warm the pools
+            }
+            for r in 0..ROUNDS {
+                for i in 0..clients.len() {
+                    let i = (i + r) % clients.len();
+                    let result = round(&clients[i], &url, requests, concurrency).await;
+                    cpu[i].push(result.cpu_per_request.as_nanos() as f64);
+                    rate[i].push(result.requests_per_sec);
+                }
+            }
+        });
+        let base_cpu = median(cpu[0].clone());
+        let base_rate = median(rate[0].clone());
+        for (i, name) in CLIENTS.iter().enumerate() {
+            let c = median(cpu[i].clone());
+            let q = median(rate[i].clone());
+            println!(
+                "{name:<20} {concurrency:>5} {:>11.2} µs {:>+9.2} µs {:>14.0} {:>11.3}×",
+                c / 1000.0,
+                (c - base_cpu) / 1000.0,
+                q,
+                q / base_rate
+            );
+        }
+    }
+    let _ = server.kill();
+    let _ = server.wait();
+    ExitCode::SUCCESS
+}

@@ -132,26 +132,34 @@ impl fmt::Debug for Body {
     }
 }
 
-/// A response body as it leaves the transport: whole, or (in streaming mode) still arriving.
-pub(crate) enum ResponseBody {
+/// A response body as it leaves the transport, with the URL it came from after redirects
+/// (carried here rather than in the extensions, which would cost an allocation per response).
+#[derive(Debug)]
+pub(crate) struct ResponseBody {
+    pub(crate) data: BodyData,
+    pub(crate) url: url::Url,
+}
+
+/// Whole, or (in streaming mode) still arriving.
+pub(crate) enum BodyData {
     Whole(Bytes),
     Streaming(reqwest::Response),
 }
 
 impl InspectBody for ResponseBody {
     fn inspect(&self) -> Option<&[u8]> {
-        match self {
-            ResponseBody::Whole(bytes) => Some(bytes),
-            ResponseBody::Streaming(_) => None,
+        match &self.data {
+            BodyData::Whole(bytes) => Some(bytes),
+            BodyData::Streaming(_) => None,
         }
     }
 }
 
-impl fmt::Debug for ResponseBody {
+impl fmt::Debug for BodyData {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ResponseBody::Whole(bytes) => write!(f, "ResponseBody::Whole({} bytes)", bytes.len()),
-            ResponseBody::Streaming(_) => f.write_str("ResponseBody::Streaming"),
+            BodyData::Whole(bytes) => write!(f, "Whole({} bytes)", bytes.len()),
+            BodyData::Streaming(_) => f.write_str("Streaming"),
         }
     }
 }

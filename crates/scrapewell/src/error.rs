@@ -51,7 +51,7 @@ pub enum Error {
         /// The status (409).
         status: StatusCode,
         /// The server's RFC 9457 problem details, when the body had them.
-        problem: Option<ProblemDetails>,
+        problem: Option<Box<ProblemDetails>>,
         /// The attempts made.
         attempts: Attempts,
     },

@@ -282,8 +282,14 @@ impl RequestBuilder {
         *request.method_mut() = method;
         *request.uri_mut() = uri;
         *request.headers_mut() = headers;
+        let span = tracing::info_span!(
+            "request",
+            method = %request.method(),
+            host = %url.host_str().unwrap_or_default(),
+            path = %LoggedTarget(&url),
+        );
         let extensions = request.extensions_mut();
-        extensions.insert(RequestUrl(url.clone()));
+        extensions.insert(RequestUrl(url));
         if let Some(overrides) = overrides {
             extensions.insert(overrides);
         }
@@ -293,16 +299,10 @@ impl RequestBuilder {
         if read.streaming || read.max_body != client.max_body_size() {
             extensions.insert(read);
         }
-        let span = tracing::info_span!(
-            "request",
-            method = %request.method(),
-            host = %url.host_str().unwrap_or_default(),
-            path = %LoggedTarget(&url),
-        );
         let mut stack = client.stack();
         let result = stack.call(request).instrument(span).await;
         match result {
-            Ok(response) => Ok(Response::from_http(response, url, read.max_body)),
+            Ok(response) => Ok(Response::from_http(response, read.max_body)),
             Err(error) => Err(error.into()),
         }
     }

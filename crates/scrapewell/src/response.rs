@@ -7,8 +7,7 @@ use scrapewell_core::retry::Attempts;
 use serde::de::DeserializeOwned;
 use url::Url;
 
-use crate::body::ResponseBody;
-use crate::transport::FinalUrl;
+use crate::body::{BodyData, ResponseBody};
 use crate::{Error, TransportError};
 
 /// A response, with what the client learned getting it.
@@ -34,22 +33,14 @@ pub struct Response {
     headers: HeaderMap,
     url: Url,
     attempts: Attempts,
-    body: ResponseBody,
+    body: BodyData,
     received: u64,
     max_body: u64,
 }
 
 impl Response {
-    pub(crate) fn from_http(
-        response: http::Response<ResponseBody>,
-        request_url: Url,
-        max_body: u64,
-    ) -> Self {
-        let (mut parts, body) = response.into_parts();
-        let url = parts
-            .extensions
-            .remove::<FinalUrl>()
-            .map_or(request_url, |FinalUrl(url)| url);
+    pub(crate) fn from_http(response: http::Response<ResponseBody>, max_body: u64) -> Self {
+        let (mut parts, ResponseBody { data: body, url }) = response.into_parts();
         Response {
             status: parts.status,
             version: parts.version,
@@ -89,7 +80,7 @@ impl Response {
 
     /// Whether the body is still arriving (streaming mode) rather than already whole.
     pub fn is_streaming(&self) -> bool {
-        matches!(self.body, ResponseBody::Streaming(_))
+        matches!(self.body, BodyData::Streaming(_))
     }
 
     /// An [`Error::Status`] for a 4xx or 5xx, else the response itself.
@@ -107,9 +98,9 @@ impl Response {
     /// The next piece of the body; `None` at its end. A whole body comes as one piece.
     pub async fn chunk(&mut self) -> Result<Option<Bytes>, Error> {
         match &mut self.body {
-            ResponseBody::Whole(bytes) if bytes.is_empty() => Ok(None),
-            ResponseBody::Whole(bytes) => Ok(Some(std::mem::take(bytes))),
-            ResponseBody::Streaming(stream) => {
+            BodyData::Whole(bytes) if bytes.is_empty() => Ok(None),
+            BodyData::Whole(bytes) => Ok(Some(std::mem::take(bytes))),
+            BodyData::Streaming(stream) => {
                 let chunk = stream.chunk().await.map_err(|e| Error::Transport {
                     source: TransportError::Body(e.without_url()),
                     attempts: self.attempts.clone(),
@@ -130,7 +121,7 @@ impl Response {
 
     /// The whole body.
     pub async fn bytes(mut self) -> Result<Bytes, Error> {
-        if let ResponseBody::Whole(bytes) = &mut self.body {
+        if let BodyData::Whole(bytes) = &mut self.body {
             return Ok(std::mem::take(bytes));
         }
         let mut whole = bytes::BytesMut::new();

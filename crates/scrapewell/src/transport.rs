@@ -14,7 +14,7 @@ use scrapewell_core::retry::{ClassifyError, TransportFailure};
 use tower::Service;
 use url::Url;
 
-use crate::body::{Body, ResponseBody};
+use crate::body::{Body, BodyData, ResponseBody};
 
 /// What failed in one attempt, below the retry layer.
 #[derive(Debug, thiserror::Error)]
@@ -59,10 +59,6 @@ impl ClassifyError for TransportError {
 /// that the transport does not parse the URI again.
 #[derive(Debug, Clone)]
 pub(crate) struct RequestUrl(pub(crate) Url);
-
-/// The URL the response came from, after redirects.
-#[derive(Debug, Clone)]
-pub(crate) struct FinalUrl(pub(crate) Url);
 
 /// Per-request transport settings, in the extensions.
 #[derive(Debug, Clone, Copy)]
@@ -140,7 +136,8 @@ async fn exchange(
     let mut body = body.into_reqwest();
     let mut redirects = 0;
     let response = loop {
-        let mut request = reqwest::Request::new(method.clone(), url.clone());
+        // The URL moves into the request; the response keeps it, and redirects join onto that.
+        let mut request = reqwest::Request::new(method.clone(), url);
         *request.headers_mut() = headers.clone();
         *request.body_mut() = body.take();
         let response = http.execute(request).await.map_err(|e| {
@@ -150,7 +147,7 @@ async fn exchange(
                 TransportError::Request(e.without_url())
             }
         })?;
-        let Some(next) = redirect_target(&response, &url, redirects, config.max_redirects)? else {
+        let Some(next) = redirect_target(&response, redirects, config.max_redirects)? else {
             break response;
         };
         redirects += 1;
@@ -169,7 +166,7 @@ async fn exchange(
             // A 307 / 308 would need the stream again: hand the redirect to the caller.
             break response;
         }
-        if next.origin() != url.origin() {
+        if next.origin() != response.url().origin() {
             for name in [AUTHORIZATION, COOKIE, PROXY_AUTHORIZATION]
                 .iter()
                 .chain(&config.origin_bound)
@@ -185,7 +182,6 @@ async fn exchange(
 /// Where a redirect leads, when it should be followed; `None` for a response that is final.
 fn redirect_target(
     response: &reqwest::Response,
-    from: &Url,
     followed: usize,
     max: usize,
 ) -> Result<Option<Url>, TransportError> {
@@ -203,7 +199,8 @@ fn redirect_target(
     let location = location
         .to_str()
         .map_err(|_| TransportError::Redirect("Location is not visible ASCII".to_owned()))?;
-    let next = from
+    let next = response
+        .url()
         .join(location)
         .map_err(|e| TransportError::Redirect(format!("Location is not a URL: {e}")))?;
     match next.scheme() {
@@ -221,19 +218,19 @@ async fn into_http(
     let status = response.status();
     let version = response.version();
     let headers = std::mem::take(response.headers_mut());
-    let final_url = FinalUrl(response.url().clone());
+    let url = response.url().clone();
     // Error bodies are small and the retry classifier reads them: buffer them even when
     // streaming.
-    let body = if mode.streaming && !(status.is_client_error() || status.is_server_error()) {
-        ResponseBody::Streaming(response)
+    let data = if mode.streaming && !(status.is_client_error() || status.is_server_error()) {
+        BodyData::Streaming(response)
     } else {
-        ResponseBody::Whole(read_capped(response, mode.max_body).await?)
+        BodyData::Whole(read_capped(response, mode.max_body).await?)
     };
+    let body = ResponseBody { data, url };
     let mut http_response = http::Response::new(body);
     *http_response.status_mut() = status;
     *http_response.version_mut() = version;
     *http_response.headers_mut() = headers;
-    http_response.extensions_mut().insert(final_url);
     Ok(http_response)
 }
 

@@ -247,6 +247,6 @@ fn classify_conflict<B: InspectBody>(
         Some(signal) if request.replay_safe() || signal == TransientConflict::RetryAfter => {
             Outcome::Retry(RetryReason::Conflict(signal))
         }
-        _ => Outcome::Conflict(problem),
+        _ => Outcome::Conflict(problem.map(Box::new)),
     }
 }

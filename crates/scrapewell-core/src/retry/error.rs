@@ -22,7 +22,7 @@ pub enum RetryError<E> {
         /// The response status (409).
         status: StatusCode,
         /// The parsed RFC 9457 problem details, when the body had them.
-        problem: Option<ProblemDetails>,
+        problem: Option<Box<ProblemDetails>>,
         /// The attempts made.
         attempts: Attempts,
     },

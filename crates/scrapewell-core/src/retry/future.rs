@@ -67,8 +67,7 @@ where
 {
     let limits = policy.limits(request.extensions().get::<RetryOverrides>());
     let facts = RequestFacts::of(&request);
-    let started = Instant::now();
-    let deadline_at = limits.deadline.map(|deadline| started + deadline);
+    let deadline_at = limits.deadline.map(|deadline| Instant::now() + deadline);
     let mut attempts = Attempts::default();
     let mut schedule = None;
     if let Some(budget) = &policy.budget {
@@ -248,7 +247,7 @@ fn give_up<ResB: InspectBody, E>(
         Attempt::Response(response) => match reason {
             RetryReason::Conflict(_) => {
                 let body = response.body().inspect().unwrap_or_default();
-                let problem = ProblemDetails::from_response(response.headers(), body);
+                let problem = ProblemDetails::from_response(response.headers(), body).map(Box::new);
                 Err(RetryError::Conflict {
                     status: response.status(),
                     problem,

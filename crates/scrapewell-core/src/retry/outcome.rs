@@ -17,7 +17,7 @@ pub enum Outcome {
     /// Try again after a delay, for the given reason.
     Retry(RetryReason),
     /// A permanent conflict (duplicate create, state conflict): fail without retrying.
-    Conflict(Option<ProblemDetails>),
+    Conflict(Option<Box<ProblemDetails>>),
     /// A conditional request (`If-Match`) met a newer version: fail with the current state, for a
     /// resolver to re-read and re-apply.
     StaleVersion,

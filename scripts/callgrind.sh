@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Instructions per request for each client, counted by callgrind: the difference between a run
+# of 2N and a run of N requests at concurrency 1, divided by N, so that start-up cancels out.
+# Deterministic: the same binary gives the same counts on a busy or an idle machine.
+#
+#   scripts/callgrind.sh            # N = 1000
+#   N=500 scripts/callgrind.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+n=${N:-1000}
+command -v valgrind >/dev/null || { echo "valgrind is needed: apt-get install -y valgrind" >&2; exit 1; }
+cargo bench -p scrapewell --bench overhead --no-run 2>/dev/null
+bench=$(ls -t target/release/deps/overhead-* | grep -v '\.d$' | head -n 1)
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+
+count() { # client requests -> total instructions
+    valgrind --tool=callgrind --callgrind-out-file="$out/$1-$2" "$bench" --callgrind "$1" --requests "$2" \
+        >/dev/null 2>"$out/$1-$2.log"
+    sed -n 's/^summary: //p' "$out/$1-$2"
+}
+
+printf '%-20s %16s %12s\n' client instructions/req "vs reqwest"
+base=""
+for client in reqwest scrapewell reqwest-middleware; do
+    small=$(count "$client" "$n")
+    large=$(count "$client" $((2 * n)))
+    per=$(( (large - small) / n ))
+    [ -n "$base" ] || base=$per
+    printf '%-20s %16d %+11.1f%%\n' "$client" "$per" "$(echo "($per - $base) * 100 / $base" | bc -l)"
+done
