@@ -22,6 +22,9 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 
 const CLIENTS: [&str; 3] = ["reqwest", "scrapewell", "reqwest-middleware"];
+/// Every client sends the same User-Agent (scrapewell sets one by default), so that the
+/// comparison counts the layers, not a header.
+const USER_AGENT: &str = concat!("scrapewell/", env!("CARGO_PKG_VERSION"));
 const ROUNDS: usize = 5;
 
 enum Client {
@@ -33,13 +36,18 @@ enum Client {
 impl Client {
     fn new(name: &str) -> Self {
         match name {
-            "reqwest" => Client::Bare(reqwest::Client::new()),
-            "scrapewell" => Client::Scrapewell(scrapewell::Client::new()),
+            "reqwest" => Client::Bare(reqwest_client()),
+            "scrapewell" => Client::Scrapewell(
+                scrapewell::Client::builder()
+                    .user_agent(USER_AGENT)
+                    .build()
+                    .expect("client"),
+            ),
             _ => {
                 let policy = reqwest_retry::policies::ExponentialBackoff::builder()
                     .build_with_max_retries(3);
                 Client::Middleware(
-                    reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+                    reqwest_middleware::ClientBuilder::new(reqwest_client())
                         .with(reqwest_retry::RetryTransientMiddleware::new_with_policy(
                             policy,
                         ))
@@ -78,6 +86,13 @@ impl Client {
         };
         body.len()
     }
+}
+
+fn reqwest_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .user_agent(USER_AGENT)
+        .build()
+        .expect("reqwest client")
 }
 
 /// CPU time of every thread of this process.

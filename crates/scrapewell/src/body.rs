@@ -143,7 +143,7 @@ pub(crate) struct ResponseBody {
 /// Whole, or (in streaming mode) still arriving.
 pub(crate) enum BodyData {
     Whole(Bytes),
-    Streaming(reqwest::Response),
+    Streaming(Box<reqwest::Response>),
 }
 
 impl InspectBody for ResponseBody {

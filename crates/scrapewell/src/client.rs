@@ -8,13 +8,14 @@ use scrapewell_core::idempotency::{
     IDEMPOTENCY_KEY, Idempotency, IdempotencyLayer, KeyFormat, KeyStrategy,
 };
 use scrapewell_core::retry::{Retry, RetryBudget, RetryLayer, RetryPolicy};
-use tower::ServiceBuilder;
+use tower::{Service, ServiceBuilder};
 
-use crate::transport::{Transport, TransportConfig};
+use crate::transport::{Outgoing, Transport, TransportConfig};
 use crate::{Error, IntoUrl, RequestBuilder};
 
 /// The layers every request goes through, outermost first.
-type Stack = Idempotency<Retry<Transport>>;
+pub(crate) type Stack = Idempotency<Retry<Transport>>;
+pub(crate) type StackFuture = <Stack as Service<http::Request<Outgoing>>>::Future;
 
 /// A scraping client: reqwest underneath, with conflict-aware retries, idempotency keys and a
 /// shared retry budget on top.

@@ -296,10 +296,6 @@ impl From<RetryError<TransportError>> for Error {
                 source: TransportError::BodyTooLarge { limit },
                 attempts,
             } => Error::BodyTooLarge { limit, attempts },
-            RetryError::Transport {
-                source: TransportError::InvalidUrl(reason),
-                ..
-            } => Error::InvalidRequest { reason },
             RetryError::Transport { source, attempts } => Error::Transport { source, attempts },
         }
     }

@@ -44,7 +44,7 @@ mod transport;
 pub use body::Body;
 pub use client::{Client, ClientBuilder};
 pub use error::Error;
-pub use request::{IntoUrl, RequestBuilder};
+pub use request::{IntoUrl, Pending, RequestBuilder};
 pub use response::Response;
 pub use transport::TransportError;
 

@@ -1,6 +1,9 @@
 //! Building and sending one request.
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::header::CONTENT_TYPE;
@@ -10,9 +13,11 @@ use scrapewell_core::retry::RetryOverrides;
 use serde::Serialize;
 use tower::Service;
 use tracing::Instrument;
+use tracing::instrument::Instrumented;
 use url::Url;
 
-use crate::transport::{ReadMode, RequestUrl};
+use crate::client::{Stack, StackFuture};
+use crate::transport::{Outgoing, ReadMode};
 use crate::{Body, Client, Error, Response};
 
 /// A request being built; send it with [`send`](Self::send).
@@ -259,8 +264,29 @@ impl RequestBuilder {
         self
     }
 
-    /// Sends the request through the client's layers and returns the response.
-    pub async fn send(self) -> Result<Response, Error> {
+    /// Sends the request through the client's layers; the returned [`Pending`] resolves to
+    /// the response. Building happens here, so the future is small and cheap to move.
+    pub fn send(self) -> Pending {
+        let inner = match self.into_http() {
+            Ok((request, max_body, mut stack)) => {
+                let span = tracing::info_span!(
+                    "request",
+                    method = %request.method(),
+                    host = %request.uri().host().unwrap_or_default(),
+                    path = %LoggedTarget(&request.body().url),
+                );
+                PendingState::Sending {
+                    future: stack.call(request).instrument(span),
+                    max_body,
+                }
+            }
+            Err(error) => PendingState::Failed(Some(error)),
+        };
+        Pending { inner }
+    }
+
+    /// The request as the layers take it, the body cap in force, and the stack to send it on.
+    fn into_http(self) -> Result<(http::Request<Outgoing>, u64, Stack), Error> {
         let RequestBuilder {
             client,
             method,
@@ -278,18 +304,11 @@ impl RequestBuilder {
         let url = url?;
         let uri = http::Uri::try_from(url.as_str())
             .map_err(|e| Error::invalid(format!("invalid URL: {e}")))?;
-        let mut request = http::Request::new(body);
+        let mut request = http::Request::new(Outgoing { body, url });
         *request.method_mut() = method;
         *request.uri_mut() = uri;
         *request.headers_mut() = headers;
-        let span = tracing::info_span!(
-            "request",
-            method = %request.method(),
-            host = %url.host_str().unwrap_or_default(),
-            path = %LoggedTarget(&url),
-        );
         let extensions = request.extensions_mut();
-        extensions.insert(RequestUrl(url));
         if let Some(overrides) = overrides {
             extensions.insert(overrides);
         }
@@ -299,12 +318,7 @@ impl RequestBuilder {
         if read.streaming || read.max_body != client.max_body_size() {
             extensions.insert(read);
         }
-        let mut stack = client.stack();
-        let result = stack.call(request).instrument(span).await;
-        match result {
-            Ok(response) => Ok(Response::from_http(response, read.max_body)),
-            Err(error) => Err(error.into()),
-        }
+        Ok((request, read.max_body, client.stack()))
     }
 
     fn set_body(&mut self, body: Body, content_type: &'static str) {
@@ -324,8 +338,48 @@ impl fmt::Debug for RequestBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RequestBuilder")
             .field("method", &self.method)
-            .field("url", &self.url.as_ref().map(LoggedTarget))
+            .field("url", &self.url.as_ref().ok().map(LoggedTarget))
             .finish_non_exhaustive()
+    }
+}
+
+/// A request on its way: resolves to the [`Response`] or the [`Error`].
+#[must_use = "a request is sent only when its future is awaited"]
+pub struct Pending {
+    inner: PendingState,
+}
+
+enum PendingState {
+    Failed(Option<Error>),
+    Sending {
+        future: Instrumented<StackFuture>,
+        max_body: u64,
+    },
+}
+
+impl Future for Pending {
+    type Output = Result<Response, Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match &mut self.inner {
+            PendingState::Failed(error) => match error.take() {
+                Some(error) => Poll::Ready(Err(error)),
+                None => panic!("Pending polled after it completed"),
+            },
+            PendingState::Sending { future, max_body } => match Pin::new(future).poll(cx) {
+                Poll::Ready(Ok(response)) => {
+                    Poll::Ready(Ok(Response::from_http(response, *max_body)))
+                }
+                Poll::Ready(Err(error)) => Poll::Ready(Err(error.into())),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+}
+
+impl fmt::Debug for Pending {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pending").finish_non_exhaustive()
     }
 }
 

@@ -46,7 +46,7 @@ impl Response {
             version: parts.version,
             headers: parts.headers,
             url,
-            attempts: parts.extensions.remove::<Attempts>().unwrap_or_default(),
+            attempts: Attempts::take(&mut parts.extensions),
             body,
             received: 0,
             max_body,

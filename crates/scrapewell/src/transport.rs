@@ -10,6 +10,7 @@ use http::header::{
     AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, COOKIE, LOCATION, PROXY_AUTHORIZATION,
 };
 use http::{HeaderName, Method, StatusCode};
+use scrapewell_core::ReplayBody;
 use scrapewell_core::retry::{ClassifyError, TransportFailure};
 use tower::Service;
 use url::Url;
@@ -38,9 +39,6 @@ pub enum TransportError {
     /// A redirect pointed somewhere the client cannot follow.
     #[error("bad redirect: {0}")]
     Redirect(String),
-    /// The request's URI is not a URL the client can send to.
-    #[error("invalid URL: {0}")]
-    InvalidUrl(String),
 }
 
 impl ClassifyError for TransportError {
@@ -48,17 +46,35 @@ impl ClassifyError for TransportError {
         match self {
             TransportError::Connect(_) => TransportFailure::NotSent,
             TransportError::Request(_) | TransportError::Body(_) => TransportFailure::AfterSend,
-            TransportError::BodyTooLarge { .. }
-            | TransportError::Redirect(_)
-            | TransportError::InvalidUrl(_) => TransportFailure::Permanent,
+            TransportError::BodyTooLarge { .. } | TransportError::Redirect(_) => {
+                TransportFailure::Permanent
+            }
         }
     }
 }
 
-/// The request's URL, parsed once by the request builder and carried in the extensions so
-/// that the transport does not parse the URI again.
-#[derive(Debug, Clone)]
-pub(crate) struct RequestUrl(pub(crate) Url);
+/// What the transport sends: the body, and the URL the request builder parsed. The request's
+/// URI says the same, but turning it back into a `Url` would parse it a second time (about 6k
+/// instructions); carrying it beside the body rather than in the extensions keeps the
+/// extensions empty, so the retry layer's copy of the request allocates nothing for them.
+#[derive(Debug)]
+pub(crate) struct Outgoing {
+    pub(crate) body: Body,
+    pub(crate) url: Url,
+}
+
+impl ReplayBody for Outgoing {
+    fn try_clone(&self) -> Option<Self> {
+        Some(Outgoing {
+            body: self.body.try_clone()?,
+            url: self.url.clone(),
+        })
+    }
+
+    fn buffered(&self) -> Option<&[u8]> {
+        self.body.buffered()
+    }
+}
 
 /// Per-request transport settings, in the extensions.
 #[derive(Debug, Clone, Copy)]
@@ -94,7 +110,7 @@ impl Transport {
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
-impl Service<http::Request<Body>> for Transport {
+impl Service<http::Request<Outgoing>> for Transport {
     type Response = http::Response<ResponseBody>;
     type Error = TransportError;
     type Future = BoxFuture<Result<Self::Response, TransportError>>;
@@ -103,7 +119,7 @@ impl Service<http::Request<Body>> for Transport {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+    fn call(&mut self, request: http::Request<Outgoing>) -> Self::Future {
         let http = self.http.clone();
         let config = Arc::clone(&self.config);
         Box::pin(exchange(http, config, request))
@@ -113,9 +129,9 @@ impl Service<http::Request<Body>> for Transport {
 async fn exchange(
     http: reqwest::Client,
     config: Arc<TransportConfig>,
-    request: http::Request<Body>,
+    request: http::Request<Outgoing>,
 ) -> Result<http::Response<ResponseBody>, TransportError> {
-    let (mut parts, body) = request.into_parts();
+    let (mut parts, Outgoing { body, mut url }) = request.into_parts();
     let mode = parts
         .extensions
         .get::<ReadMode>()
@@ -124,11 +140,6 @@ async fn exchange(
             streaming: false,
             max_body: config.max_body,
         });
-    let mut url = match parts.extensions.remove::<RequestUrl>() {
-        Some(RequestUrl(url)) => url,
-        None => Url::parse(&parts.uri.to_string())
-            .map_err(|e| TransportError::InvalidUrl(e.to_string()))?,
-    };
     let mut method = parts.method;
     let mut headers = std::mem::take(&mut parts.headers);
     // A buffered body can follow a 307 / 308; a stream cannot be sent twice.
@@ -222,7 +233,7 @@ async fn into_http(
     // Error bodies are small and the retry classifier reads them: buffer them even when
     // streaming.
     let data = if mode.streaming && !(status.is_client_error() || status.is_server_error()) {
-        BodyData::Streaming(response)
+        BodyData::Streaming(Box::new(response))
     } else {
         BodyData::Whole(read_capped(response, mode.max_body).await?)
     };

@@ -282,7 +282,8 @@ fn is_rate_limited<B>(response: &Response<B>) -> bool {
     }
 }
 
-/// The attempt's own result: the response (with the attempts in its extensions) or the error.
+/// The attempt's own result: the response (with the attempts in its extensions when there was
+/// more than one) or the error.
 fn deliver<ResB, E>(
     result: Attempt<Response<ResB>, E>,
     limits: &Limits,
@@ -290,7 +291,9 @@ fn deliver<ResB, E>(
 ) -> Result<Response<ResB>, RetryError<E>> {
     match result {
         Attempt::Response(mut response) => {
-            response.extensions_mut().insert(attempts);
+            if attempts.count() > 1 {
+                response.extensions_mut().insert(attempts);
+            }
             Ok(response)
         }
         Attempt::Error(source) => Err(RetryError::Transport { source, attempts }),

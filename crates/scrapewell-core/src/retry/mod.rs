@@ -30,7 +30,7 @@
 //! let request = Request::get("http://127.0.0.1/").body(Bytes::new()).unwrap();
 //! let response = service.ready().await.unwrap().call(request).await.unwrap();
 //! assert_eq!(response.status(), StatusCode::OK);
-//! assert_eq!(response.extensions().get::<Attempts>().unwrap().count(), 2);
+//! assert_eq!(Attempts::of(&response).count(), 2);
 //! # }
 //! ```
 
@@ -64,8 +64,8 @@ use crate::{InspectBody, ReplayBody};
 
 /// Retries requests to the inner service by a [`RetryPolicy`].
 ///
-/// Responses that come through carry the [`Attempts`] made in their extensions; failures are a
-/// [`RetryError`] that carries them too.
+/// A response that came through after retries carries the [`Attempts`] made in its extensions
+/// (read them with [`Attempts::of`]); failures are a [`RetryError`] that carries them too.
 ///
 /// # Clone
 ///

@@ -74,16 +74,19 @@ impl fmt::Display for RetryReason {
 
 /// What happened to one logical request: how many attempts it took and why each retry was made.
 ///
-/// Found in the extensions of a response that came through the retry layer, and in every
-/// [`RetryError`](super::RetryError).
+/// Carried by every [`RetryError`](super::RetryError). On a response, the retry layer puts it in
+/// the extensions only when the request was retried: a response answered on its first attempt
+/// has none, which spares an allocation on the common path. [`Attempts::of`] and
+/// [`Attempts::take`] read it either way.
 ///
 /// # Example
 ///
 /// ```
 /// use scrapewell_core::retry::Attempts;
 ///
-/// let attempts = Attempts::default();
-/// assert_eq!(attempts.count(), 0);
+/// let response = http::Response::new(());
+/// let attempts = Attempts::of(&response);
+/// assert_eq!(attempts.count(), 1);
 /// assert!(attempts.retries().is_empty());
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -107,6 +110,30 @@ pub struct RetryRecord {
 }
 
 impl Attempts {
+    /// The attempts recorded on a response that came through the retry layer: one attempt
+    /// when the layer recorded none.
+    pub fn of<B>(response: &http::Response<B>) -> Attempts {
+        response
+            .extensions()
+            .get::<Attempts>()
+            .cloned()
+            .unwrap_or_else(Attempts::first)
+    }
+
+    /// Like [`of`](Self::of), taking the record out of the extensions instead of copying it.
+    pub fn take(extensions: &mut http::Extensions) -> Attempts {
+        extensions
+            .remove::<Attempts>()
+            .unwrap_or_else(Attempts::first)
+    }
+
+    fn first() -> Attempts {
+        Attempts {
+            count: 1,
+            retries: Vec::new(),
+        }
+    }
+
     /// The number of attempts sent (at least 1 once a request was tried).
     pub fn count(&self) -> u32 {
         self.count

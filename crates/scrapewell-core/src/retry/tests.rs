@@ -96,7 +96,7 @@ async fn get_on_503_waits_for_retry_after_then_succeeds() {
     let response = call.await.unwrap().unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(times[1] - times[0], Duration::from_secs(2));
-    let attempts = response.extensions().get::<Attempts>().unwrap();
+    let attempts = Attempts::of(&response);
     assert_eq!(attempts.count(), 2);
     assert_eq!(
         attempts.retries()[0].reason,
@@ -145,7 +145,7 @@ async fn malformed_retry_after_falls_back_to_the_schedule() {
             waited >= Duration::from_millis(100) && waited < Duration::from_millis(200),
             "{value:?}: {waited:?}"
         );
-        assert!(!response.extensions().get::<Attempts>().unwrap().retries()[0].server_asked);
+        assert!(!Attempts::of(&response).retries()[0].server_asked);
     }
 }
 
@@ -267,12 +267,7 @@ async fn locked_conflict_is_retried_until_it_clears() {
     let (mut handle, call) = spawn_call(RetryLayer::new(policy()), get());
     answer(&mut handle, vec![locked, response(200, &[], "")]).await;
     let response = call.await.unwrap().unwrap();
-    let retries = response
-        .extensions()
-        .get::<Attempts>()
-        .unwrap()
-        .retries()
-        .to_vec();
+    let retries = Attempts::of(&response).retries().to_vec();
     assert_eq!(
         retries[0].reason,
         RetryReason::Conflict(TransientConflict::Locked)
@@ -318,7 +313,7 @@ async fn keyed_post_retries_a_key_in_flight_with_the_same_key() {
     let response = call.await.unwrap().unwrap();
     let key = first.headers().get("idempotency-key").unwrap();
     assert_eq!(Some(key), second.headers().get("idempotency-key"));
-    let reason = response.extensions().get::<Attempts>().unwrap().retries()[0].reason;
+    let reason = Attempts::of(&response).retries()[0].reason;
     assert_eq!(
         reason,
         RetryReason::Conflict(TransientConflict::KeyInFlight)
@@ -331,7 +326,7 @@ async fn keyless_post_on_502_is_attempted_once() {
     answer(&mut handle, vec![response(502, &[], "")]).await;
     let response = call.await.unwrap().unwrap();
     assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
-    assert_eq!(response.extensions().get::<Attempts>().unwrap().count(), 1);
+    assert_eq!(Attempts::of(&response).count(), 1);
 }
 
 #[tokio::test(start_paused = true)]
@@ -356,7 +351,7 @@ async fn keyless_post_whose_connection_was_refused_is_retried() {
     answer(&mut handle, vec![response(201, &[], "")]).await;
     let response = call.await.unwrap().unwrap();
     assert_eq!(
-        response.extensions().get::<Attempts>().unwrap().retries()[0].reason,
+        Attempts::of(&response).retries()[0].reason,
         RetryReason::Connect
     );
 }
@@ -370,7 +365,7 @@ async fn attempt_timeout_retries_a_get_and_is_outcome_unknown_for_a_keyless_post
     drop(stalled);
     let response = call.await.unwrap().unwrap();
     assert_eq!(
-        response.extensions().get::<Attempts>().unwrap().retries()[0].reason,
+        Attempts::of(&response).retries()[0].reason,
         RetryReason::Timeout
     );
     assert!(times[0].elapsed() == Duration::ZERO);
@@ -540,5 +535,5 @@ async fn per_request_override_disables_retries() {
     let (mut handle, call) = spawn_call(RetryLayer::new(policy()), request);
     answer(&mut handle, vec![response(503, &[], "")]).await;
     let response = call.await.unwrap().unwrap();
-    assert_eq!(response.extensions().get::<Attempts>().unwrap().count(), 1);
+    assert_eq!(Attempts::of(&response).count(), 1);
 }
