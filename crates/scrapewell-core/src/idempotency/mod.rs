@@ -57,8 +57,9 @@ pub struct WithoutKey;
 
 /// Adds an idempotency key to POST and PATCH requests that have none.
 ///
-/// A key the caller set is kept as it is; a request carrying [`WithoutKey`] gets none. The key is also put in the request's extensions as
-/// an [`IdempotencyKey`], which tells the retry layer the request is safe to repeat.
+/// A key the caller set is kept as it is; a request carrying [`WithoutKey`] gets none. When the
+/// key travels under another header name, it is also put in the request's extensions as an
+/// [`IdempotencyKey`], which tells the retry layer the request is safe to repeat.
 ///
 /// # Clone
 ///
@@ -133,17 +134,19 @@ where
             && matches!(*request.method(), Method::POST | Method::PATCH)
             && request.extensions().get::<WithoutKey>().is_none()
         {
-            let value = match request.headers().get(&config.header) {
-                Some(existing) => existing.clone(),
-                None => {
-                    let generated = key::generate(&request, config.strategy, config.format);
-                    request
-                        .headers_mut()
-                        .insert(config.header.clone(), generated.clone());
-                    generated
-                }
-            };
-            request.extensions_mut().insert(IdempotencyKey(value));
+            if !request.headers().contains_key(&config.header) {
+                let generated = key::generate(&request, config.strategy, config.format);
+                request
+                    .headers_mut()
+                    .insert(config.header.clone(), generated);
+            }
+            // Inner layers recognise the standard header by itself; a key under another name is
+            // recorded so that they know the request is deduplicated too.
+            if config.header != IDEMPOTENCY_KEY
+                && let Some(value) = request.headers().get(&config.header).cloned()
+            {
+                request.extensions_mut().insert(IdempotencyKey(value));
+            }
         }
         self.inner.call(request)
     }
