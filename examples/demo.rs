@@ -53,52 +53,52 @@ struct Finished {
 
 fn workload() -> Vec<Job> {
     const STATUSES: [u16; 5] = [503, 502, 500, 504, 429];
-    let mut jobs = Vec::new();
-    for n in 0..300 {
-        let path = if n % 10 == 9 {
+    let page = |n: usize| {
+        if n % 10 == 9 {
             format!("/reset/page-{n}?times=1")
         } else {
-            let status = STATUSES[n % STATUSES.len()];
-            format!("/flaky/page-{n}?fail={}&status={status}", n % 3)
-        };
-        jobs.push(Job {
-            kind: Kind::Page,
-            path,
-            reference: None,
-            position: n * 1_000_000 / 300,
-        });
-    }
-    for n in 0..200 {
-        let path = "/orders?delay_ms=150&require_key=1".to_owned();
-        let reference = Some(format!("order-{n}"));
-        jobs.push(Job {
-            kind: Kind::Create,
-            path,
-            reference,
-            position: n * 1_000_000 / 200,
-        });
-    }
-    for n in 0..60 {
-        let path = format!("/lock/doc-{n}?times=1&retry_after=1");
-        jobs.push(Job {
-            kind: Kind::Lock,
-            path,
-            reference: None,
-            position: n * 1_000_000 / 60,
-        });
-    }
-    for n in 0..40 {
-        let path = format!("/conflict/sku-{n}");
-        jobs.push(Job {
-            kind: Kind::Conflict,
-            path,
-            reference: None,
-            position: n * 1_000_000 / 40,
-        });
-    }
+            format!(
+                "/flaky/page-{n}?fail={}&status={}",
+                n % 3,
+                STATUSES[n % STATUSES.len()]
+            )
+        }
+    };
+    let mut jobs = Vec::new();
+    jobs.extend(spread(Kind::Page, 300, |n| (page(n), None)));
+    jobs.extend(spread(Kind::Create, 200, |n| {
+        (
+            "/orders?delay_ms=150&require_key=1".to_owned(),
+            Some(format!("order-{n}")),
+        )
+    }));
+    jobs.extend(spread(Kind::Lock, 60, |n| {
+        (format!("/lock/doc-{n}?times=1&retry_after=1"), None)
+    }));
+    jobs.extend(spread(Kind::Conflict, 40, |n| {
+        (format!("/conflict/sku-{n}"), None)
+    }));
     // Interleave the kinds evenly, as a crawl would.
     jobs.sort_by_key(|job| job.position);
     jobs
+}
+
+/// `count` jobs of one kind, spread evenly over the run; `make` gives each its path and client
+/// reference.
+fn spread(
+    kind: Kind,
+    count: usize,
+    make: impl Fn(usize) -> (String, Option<String>),
+) -> impl Iterator<Item = Job> {
+    (0..count).map(move |n| {
+        let (path, reference) = make(n);
+        Job {
+            kind,
+            path,
+            reference,
+            position: n * 1_000_000 / count,
+        }
+    })
 }
 
 async fn run(client: &Client, server: &MockServer, job: Job) -> Finished {

@@ -138,9 +138,9 @@ pub enum Error {
     /// can be sent only once.
     #[error("not retried: the request body is a stream and cannot be sent again")]
     NotReplayable {
-        /// The failure of the only attempt.
+        /// The failure of the only attempt, or `None` when it timed out.
         #[source]
-        source: TransportError,
+        source: Option<TransportError>,
         /// The attempts made.
         attempts: Attempts,
     },

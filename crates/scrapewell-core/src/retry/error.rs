@@ -101,9 +101,9 @@ pub enum RetryError<E> {
     /// be sent once.
     #[error("not retried: the request body is a stream and cannot be sent again")]
     NotReplayable {
-        /// The transport error of the only attempt.
+        /// The transport error of the only attempt, or `None` when it timed out.
         #[source]
-        source: E,
+        source: Option<E>,
         /// The attempts made.
         attempts: Attempts,
     },

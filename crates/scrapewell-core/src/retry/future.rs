@@ -266,9 +266,14 @@ fn give_up<ResB: InspectBody, E>(
             }
             _ => deliver(Attempt::Response(response), limits, attempts),
         },
-        Attempt::Error(source) if !replayable => {
-            Err(RetryError::NotReplayable { source, attempts })
-        }
+        Attempt::Error(source) if !replayable => Err(RetryError::NotReplayable {
+            source: Some(source),
+            attempts,
+        }),
+        Attempt::TimedOut { by_deadline: false } if !replayable => Err(RetryError::NotReplayable {
+            source: None,
+            attempts,
+        }),
         other => deliver(other, limits, attempts),
     }
 }

@@ -494,8 +494,32 @@ async fn a_body_that_cannot_be_cloned_is_sent_once() {
     let (_, send) = handle.next_request().await.unwrap();
     send.send_error(reset());
     let error = call.await.unwrap().unwrap_err();
-    assert!(matches!(error, RetryError::NotReplayable { .. }));
+    assert!(matches!(
+        error,
+        RetryError::NotReplayable {
+            source: Some(_),
+            ..
+        }
+    ));
     assert!(error.to_string().contains("cannot be sent again"));
+
+    let (service, mut handle) = mock::pair::<Request<OneShot>, Response<Bytes>>();
+    let service =
+        RetryLayer::new(policy().attempt_timeout(Duration::from_millis(100))).layer(service);
+    let call = tokio::spawn(
+        service.oneshot(
+            Request::put("http://127.0.0.1/upload")
+                .body(OneShot)
+                .unwrap(),
+        ),
+    );
+    let (_, _stalled) = handle.next_request().await.unwrap();
+    let error = call.await.unwrap().unwrap_err();
+    assert!(
+        matches!(error, RetryError::NotReplayable { source: None, .. }),
+        "{error:?}"
+    );
+    assert_eq!(error.attempts().count(), 1);
 }
 
 #[tokio::test(start_paused = true)]
