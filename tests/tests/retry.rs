@@ -5,7 +5,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use futures_util::{StreamExt, stream};
-use scrapewell::{Error, RetryReason, TransientConflict};
+use scrapewell::{Error, RetryReason, TransientConflict, TransportError};
 use scrapewell_mock::MockServer;
 
 use common::{closed_port, fast_client};
@@ -334,7 +334,13 @@ async fn a_stall_longer_than_the_attempt_timeout_is_retried_for_a_get() {
         .await
         .unwrap_err();
     assert!(
-        matches!(error, Error::OutcomeUnknown { source: None, .. }),
+        matches!(
+            error,
+            Error::OutcomeUnknown {
+                source: Some(TransportError::TimedOut(_)),
+                ..
+            }
+        ),
         "{error:?}"
     );
 }

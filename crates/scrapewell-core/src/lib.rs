@@ -4,6 +4,7 @@
 //!   a permanent one, honours `Retry-After` within a cap, never repeats a write that is not
 //!   safe to repeat, and draws on a shared retry budget.
 //! - [`idempotency`]: one `Idempotency-Key` per logical POST / PATCH, reused by every attempt.
+//! - [`timeout`]: a time limit on each attempt, below the layers that hold requests back.
 //!
 //! The layers are generic over `http::Request<B>` / `http::Response<B>` and never name a
 //! particular client: the request body must be [`ReplayBody`] (so it can be sent again) and the
@@ -33,6 +34,7 @@ mod body;
 pub mod idempotency;
 mod problem;
 pub mod retry;
+pub mod timeout;
 
 pub use body::{InspectBody, ReplayBody};
 pub use problem::ProblemDetails;

@@ -8,13 +8,14 @@ use scrapewell_core::idempotency::{
     IDEMPOTENCY_KEY, Idempotency, IdempotencyLayer, KeyFormat, KeyStrategy,
 };
 use scrapewell_core::retry::{Retry, RetryBudget, RetryLayer, RetryPolicy};
+use scrapewell_core::timeout::{AttemptTimeout, AttemptTimeoutLayer};
 use tower::{Service, ServiceBuilder};
 
 use crate::transport::{Outgoing, Transport, TransportConfig};
 use crate::{Error, IntoUrl, RequestBuilder};
 
 /// The layers every request goes through, outermost first.
-pub(crate) type Stack = Idempotency<Retry<Transport>>;
+pub(crate) type Stack = Idempotency<Retry<AttemptTimeout<Transport>>>;
 pub(crate) type StackFuture = <Stack as Service<http::Request<Outgoing>>>::Future;
 
 /// A scraping client: reqwest underneath, with conflict-aware retries, idempotency keys and a
@@ -168,6 +169,7 @@ impl Client {
 pub struct ClientBuilder {
     http: reqwest::ClientBuilder,
     policy: RetryPolicy,
+    attempt_timeout: Option<Duration>,
     key_strategy: KeyStrategy,
     keys_enabled: bool,
     keys: KeySettings,
@@ -182,6 +184,7 @@ impl Default for ClientBuilder {
             http: reqwest::Client::builder()
                 .user_agent(concat!("scrapewell/", env!("CARGO_PKG_VERSION"))),
             policy: RetryPolicy::default(),
+            attempt_timeout: Some(Duration::from_secs(30)),
             key_strategy: KeyStrategy::Random,
             keys_enabled: true,
             keys: KeySettings {
@@ -223,13 +226,16 @@ impl ClientBuilder {
     }
 
     /// The time one attempt may take: connecting, sending, and reading the whole body.
-    pub fn attempt_timeout(self, timeout: Duration) -> Self {
-        self.with_policy(|p| p.attempt_timeout(timeout))
+    /// Time spent waiting for a host's rate budget does not count.
+    pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
+        self.attempt_timeout = Some(timeout);
+        self
     }
 
     /// No per-attempt timeout.
-    pub fn no_attempt_timeout(self) -> Self {
-        self.with_policy(RetryPolicy::no_attempt_timeout)
+    pub fn no_attempt_timeout(mut self) -> Self {
+        self.attempt_timeout = None;
+        self
     }
 
     /// The time a request may take over all its attempts and the delays between them.
@@ -332,9 +338,14 @@ impl ClientBuilder {
             .strategy(self.key_strategy)
             .format(self.keys.format)
             .header_name(self.keys.header.clone());
+        let timeout = match self.attempt_timeout {
+            Some(timeout) => AttemptTimeoutLayer::new(timeout),
+            None => AttemptTimeoutLayer::none(),
+        };
         let stack = ServiceBuilder::new()
             .layer(keys)
             .layer(RetryLayer::new(self.policy))
+            .layer(timeout)
             .service(transport);
         Ok(Client {
             inner: Arc::new(ClientInner {

@@ -92,7 +92,7 @@ pub enum Error {
         /// The attempts made.
         attempts: Attempts,
     },
-    /// Every attempt timed out.
+    /// The last attempt took longer than the attempt timeout.
     #[error("timed out: attempt {} exceeded {timeout:?}", attempts.count())]
     Timeout {
         /// The per-attempt timeout.
@@ -138,9 +138,9 @@ pub enum Error {
     /// can be sent only once.
     #[error("not retried: the request body is a stream and cannot be sent again")]
     NotReplayable {
-        /// The failure of the only attempt, or `None` when it timed out.
+        /// The failure of the only attempt.
         #[source]
-        source: Option<TransportError>,
+        source: TransportError,
         /// The attempts made.
         attempts: Attempts,
     },
@@ -279,7 +279,6 @@ impl From<RetryError<TransportError>> for Error {
                 cap,
                 attempts,
             },
-            RetryError::Timeout { timeout, attempts } => Error::Timeout { timeout, attempts },
             RetryError::DeadlineExceeded { deadline, attempts } => {
                 Error::Deadline { deadline, attempts }
             }
@@ -296,6 +295,13 @@ impl From<RetryError<TransportError>> for Error {
                 source: TransportError::BodyTooLarge { limit },
                 attempts,
             } => Error::BodyTooLarge { limit, attempts },
+            RetryError::Transport {
+                source: TransportError::TimedOut(elapsed),
+                attempts,
+            } => Error::Timeout {
+                timeout: elapsed.after(),
+                attempts,
+            },
             RetryError::Transport { source, attempts } => Error::Transport { source, attempts },
         }
     }

@@ -10,6 +10,7 @@ use http::header::CONTENT_TYPE;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use scrapewell_core::idempotency::{KeyFormat, WithoutKey};
 use scrapewell_core::retry::RetryOverrides;
+use scrapewell_core::timeout::AttemptTimeoutOverride;
 use serde::Serialize;
 use tower::Service;
 use tracing::Instrument;
@@ -49,6 +50,7 @@ pub struct RequestBuilder {
     headers: HeaderMap,
     body: Body,
     overrides: Option<RetryOverrides>,
+    attempt_timeout: Option<Duration>,
     read: ReadMode,
     without_key: bool,
     error: Option<Error>,
@@ -103,6 +105,7 @@ impl RequestBuilder {
             headers: HeaderMap::new(),
             body: Body::empty(),
             overrides: None,
+            attempt_timeout: None,
             read,
             without_key: false,
             error: None,
@@ -239,7 +242,7 @@ impl RequestBuilder {
 
     /// The timeout of each attempt of this request, reading the body included.
     pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
-        self.overrides = Some(self.overrides.unwrap_or_default().attempt_timeout(timeout));
+        self.attempt_timeout = Some(timeout);
         self
     }
 
@@ -294,6 +297,7 @@ impl RequestBuilder {
             headers,
             body,
             overrides,
+            attempt_timeout,
             read,
             without_key,
             error,
@@ -311,6 +315,9 @@ impl RequestBuilder {
         let extensions = request.extensions_mut();
         if let Some(overrides) = overrides {
             extensions.insert(overrides);
+        }
+        if let Some(timeout) = attempt_timeout {
+            extensions.insert(AttemptTimeoutOverride(Some(timeout)));
         }
         if without_key {
             extensions.insert(WithoutKey);

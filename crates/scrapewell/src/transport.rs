@@ -12,6 +12,7 @@ use http::header::{
 use http::{HeaderName, Method, StatusCode};
 use scrapewell_core::ReplayBody;
 use scrapewell_core::retry::{ClassifyError, TransportFailure};
+use scrapewell_core::timeout::Elapsed;
 use tower::Service;
 use url::Url;
 
@@ -36,6 +37,9 @@ pub enum TransportError {
         /// The configured cap.
         limit: u64,
     },
+    /// The attempt took longer than its timeout.
+    #[error(transparent)]
+    TimedOut(#[from] Elapsed),
     /// A redirect pointed somewhere the client cannot follow.
     #[error("bad redirect: {0}")]
     Redirect(String),
@@ -46,6 +50,7 @@ impl ClassifyError for TransportError {
         match self {
             TransportError::Connect(_) => TransportFailure::NotSent,
             TransportError::Request(_) | TransportError::Body(_) => TransportFailure::AfterSend,
+            TransportError::TimedOut(_) => TransportFailure::TimedOut,
             TransportError::BodyTooLarge { .. } | TransportError::Redirect(_) => {
                 TransportFailure::Permanent
             }

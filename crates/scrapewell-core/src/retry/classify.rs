@@ -6,6 +6,7 @@ use http::{Method, Request, Response, StatusCode};
 use super::{Outcome, RetryReason, TransientConflict};
 use crate::idempotency::{IDEMPOTENCY_KEY, IdempotencyKey};
 use crate::problem::body_says_transient;
+use crate::timeout::Elapsed;
 use crate::{InspectBody, ProblemDetails};
 
 /// The result of one attempt, as the classifier sees it.
@@ -15,7 +16,7 @@ pub enum AttemptResult<'a, B, E> {
     Response(&'a Response<B>),
     /// The transport failed.
     Error(&'a E),
-    /// The attempt timeout elapsed first.
+    /// The request's deadline passed during the attempt.
     TimedOut,
 }
 
@@ -70,6 +71,8 @@ pub enum TransportFailure {
     NotSent,
     /// The request may have reached the server (timeout, reset, truncated response).
     AfterSend,
+    /// The attempt took longer than its timeout: it may have reached the server.
+    TimedOut,
     /// Retrying cannot help (an invalid request, a response over the size cap).
     Permanent,
 }
@@ -108,12 +111,15 @@ impl ClassifyError for std::io::Error {
     }
 }
 
-/// Boxed errors (`tower::BoxError`) are classified by the first I/O error in their chain, and
-/// count as after-send when there is none.
+/// Boxed errors (`tower::BoxError`) are classified by the first [`Elapsed`] or I/O error in
+/// their chain, and count as after-send when there is none.
 impl ClassifyError for Box<dyn std::error::Error + Send + Sync> {
     fn transport_failure(&self) -> TransportFailure {
         let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(self.as_ref());
         while let Some(err) = cause {
+            if err.is::<Elapsed>() {
+                return TransportFailure::TimedOut;
+            }
             if let Some(io) = err.downcast_ref::<std::io::Error>() {
                 return io.transport_failure();
             }
@@ -153,7 +159,7 @@ pub trait Classify<B, E>: Send + Sync + 'static {
 /// | result | replay-safe (idempotent method, or a key) | POST / PATCH without a key |
 /// |---|---|---|
 /// | connect failed | retry | retry |
-/// | timeout, reset after sending | retry | outcome unknown |
+/// | attempt timeout, reset after sending | retry | outcome unknown |
 /// | 408, 500, 502, 504 | retry | done |
 /// | 429 | retry | retry |
 /// | 503 | retry | retry with `Retry-After`, else done |
@@ -196,6 +202,10 @@ where
                         Outcome::Retry(RetryReason::Transport)
                     }
                     TransportFailure::AfterSend => Outcome::OutcomeUnknown,
+                    TransportFailure::TimedOut if replay_safe => {
+                        Outcome::Retry(RetryReason::Timeout)
+                    }
+                    TransportFailure::TimedOut => Outcome::OutcomeUnknown,
                     TransportFailure::Permanent => Outcome::Done,
                 };
             }

@@ -63,14 +63,6 @@ pub enum RetryError<E> {
         /// The attempts made.
         attempts: Attempts,
     },
-    /// Every attempt timed out.
-    #[error("timed out: attempt {} exceeded {timeout:?}", attempts.count())]
-    Timeout {
-        /// The per-attempt timeout.
-        timeout: Duration,
-        /// The attempts made.
-        attempts: Attempts,
-    },
     /// The total time budget ran out, during an attempt or before a retry could be made.
     #[error("deadline of {deadline:?} exceeded after {} attempts", attempts.count())]
     DeadlineExceeded {
@@ -83,7 +75,7 @@ pub enum RetryError<E> {
     /// out or broke after it was sent: the server may or may not have processed it.
     #[error("outcome unknown: the request may have been processed, and repeating it is not safe")]
     OutcomeUnknown {
-        /// The transport error, or `None` when the attempt timeout elapsed.
+        /// The transport error, or `None` when the deadline cut the attempt short.
         #[source]
         source: Option<E>,
         /// The attempts made.
@@ -101,9 +93,9 @@ pub enum RetryError<E> {
     /// be sent once.
     #[error("not retried: the request body is a stream and cannot be sent again")]
     NotReplayable {
-        /// The transport error of the only attempt, or `None` when it timed out.
+        /// The transport error of the only attempt.
         #[source]
-        source: Option<E>,
+        source: E,
         /// The attempts made.
         attempts: Attempts,
     },
@@ -126,7 +118,6 @@ impl<E> RetryError<E> {
             | RetryError::StaleVersion { attempts, .. }
             | RetryError::RateLimited { attempts, .. }
             | RetryError::RetryAfterTooLong { attempts, .. }
-            | RetryError::Timeout { attempts, .. }
             | RetryError::DeadlineExceeded { attempts, .. }
             | RetryError::OutcomeUnknown { attempts, .. }
             | RetryError::BudgetExhausted { attempts, .. }

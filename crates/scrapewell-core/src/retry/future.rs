@@ -49,7 +49,8 @@ impl<T, E> fmt::Debug for ResponseFuture<T, E> {
 enum Attempt<R, E> {
     Response(R),
     Error(E),
-    TimedOut { by_deadline: bool },
+    /// The request's deadline passed during the attempt.
+    DeadlinePassed,
 }
 
 /// The retry loop: one logical request, attempted until an outcome other than `Retry`, the
@@ -78,11 +79,11 @@ where
         let spare = (attempt < limits.max_attempts)
             .then(|| try_clone_request(&request))
             .flatten();
-        let result = send(&mut inner, request, &limits, deadline_at).await;
+        let result = send(&mut inner, request, deadline_at).await;
         let classified = match &result {
             Attempt::Response(response) => AttemptResult::Response(response),
             Attempt::Error(error) => AttemptResult::Error(error),
-            Attempt::TimedOut { .. } => AttemptResult::TimedOut,
+            Attempt::DeadlinePassed => AttemptResult::TimedOut,
         };
         let outcome = policy.classifier.classify(&facts, classified);
         let reason = match outcome {
@@ -92,7 +93,7 @@ where
                 return finish(final_outcome, result, &limits, attempts);
             }
         };
-        if let Attempt::TimedOut { by_deadline: true } = result {
+        if let Attempt::DeadlinePassed = result {
             return Err(deadline_exceeded(&limits, attempts));
         }
         let Some(next_request) = spare else {
@@ -144,7 +145,6 @@ where
 async fn send<S, ReqB, ResB>(
     inner: &mut S,
     request: Request<ReqB>,
-    limits: &Limits,
     deadline_at: Option<Instant>,
 ) -> Attempt<Response<ResB>, S::Error>
 where
@@ -156,24 +156,14 @@ where
             Err(error) => Err(error),
         }
     };
-    let attempt_end = limits
-        .attempt_timeout
-        .map(|timeout| Instant::now() + timeout);
-    let (end, by_deadline) = match (attempt_end, deadline_at) {
-        (Some(attempt), Some(deadline)) if deadline < attempt => (Some(deadline), true),
-        (Some(attempt), _) => (Some(attempt), false),
-        (None, deadline) => (deadline, true),
+    let result = match deadline_at {
+        Some(deadline) => match tokio::time::timeout_at(deadline, exchange).await {
+            Ok(result) => result,
+            Err(_) => return Attempt::DeadlinePassed,
+        },
+        None => exchange.await,
     };
-    let Some(end) = end else {
-        return exchange
-            .await
-            .map_or_else(Attempt::Error, Attempt::Response);
-    };
-    match tokio::time::timeout_at(end, exchange).await {
-        Ok(Ok(response)) => Attempt::Response(response),
-        Ok(Err(error)) => Attempt::Error(error),
-        Err(_) => Attempt::TimedOut { by_deadline },
-    }
+    result.map_or_else(Attempt::Error, Attempt::Response)
 }
 
 /// The delay the server asked for, capped; `None` when it asked for none or said it badly.
@@ -224,12 +214,10 @@ fn finish<ResB: InspectBody, E>(
             source: Some(source),
             attempts,
         }),
-        (Outcome::OutcomeUnknown, Attempt::TimedOut { by_deadline: false }) => {
-            Err(RetryError::OutcomeUnknown {
-                source: None,
-                attempts,
-            })
-        }
+        (Outcome::OutcomeUnknown, Attempt::DeadlinePassed) => Err(RetryError::OutcomeUnknown {
+            source: None,
+            attempts,
+        }),
         (_, result) => deliver(result, limits, attempts),
     }
 }
@@ -266,14 +254,9 @@ fn give_up<ResB: InspectBody, E>(
             }
             _ => deliver(Attempt::Response(response), limits, attempts),
         },
-        Attempt::Error(source) if !replayable => Err(RetryError::NotReplayable {
-            source: Some(source),
-            attempts,
-        }),
-        Attempt::TimedOut { by_deadline: false } if !replayable => Err(RetryError::NotReplayable {
-            source: None,
-            attempts,
-        }),
+        Attempt::Error(source) if !replayable => {
+            Err(RetryError::NotReplayable { source, attempts })
+        }
         other => deliver(other, limits, attempts),
     }
 }
@@ -302,11 +285,7 @@ fn deliver<ResB, E>(
             Ok(response)
         }
         Attempt::Error(source) => Err(RetryError::Transport { source, attempts }),
-        Attempt::TimedOut { by_deadline: true } => Err(deadline_exceeded(limits, attempts)),
-        Attempt::TimedOut { by_deadline: false } => Err(RetryError::Timeout {
-            timeout: limits.attempt_timeout.unwrap_or_default(),
-            attempts,
-        }),
+        Attempt::DeadlinePassed => Err(deadline_exceeded(limits, attempts)),
     }
 }
 
@@ -333,7 +312,6 @@ fn describe<R, E>(result: &Attempt<Response<R>, E>) -> String {
     match result {
         Attempt::Response(response) => response.status().as_u16().to_string(),
         Attempt::Error(_) => "transport error".to_owned(),
-        Attempt::TimedOut { by_deadline: false } => "attempt timeout".to_owned(),
-        Attempt::TimedOut { by_deadline: true } => "deadline".to_owned(),
+        Attempt::DeadlinePassed => "deadline".to_owned(),
     }
 }

@@ -8,8 +8,10 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 
 use super::{ConflictAware, RetryBudget};
 
-/// The retry layer's settings: the classifier, attempt and time limits, the backoff schedule,
-/// the cap on server-requested delays and the shared budget.
+/// The retry layer's settings: the classifier, the attempt limit and deadline, the backoff
+/// schedule, the cap on server-requested delays and the shared budget. The timeout of each
+/// attempt is a layer of its own ([`timeout`](crate::timeout)), below any layer that holds
+/// requests back on purpose.
 ///
 /// Backoff is exponential with jitter from [`backon`]: the n-th retry waits a base of
 /// `min_delay × factorⁿ⁻¹` (at most `max_delay`), plus a random jitter of up to that base
@@ -25,7 +27,6 @@ use super::{ConflictAware, RetryBudget};
 ///
 /// let policy = RetryPolicy::default()
 ///     .max_attempts(5)
-///     .attempt_timeout(Duration::from_secs(10))
 ///     .deadline(Duration::from_secs(60))
 ///     .backoff(Duration::from_millis(200), Duration::from_secs(5))
 ///     .max_retry_after(Duration::from_secs(120));
@@ -35,7 +36,6 @@ use super::{ConflictAware, RetryBudget};
 pub struct RetryPolicy<C = ConflictAware> {
     pub(crate) classifier: C,
     max_attempts: u32,
-    attempt_timeout: Option<Duration>,
     deadline: Option<Duration>,
     backoff: ExponentialBuilder,
     jitter_seed: Option<AtomicU64>,
@@ -59,8 +59,6 @@ pub struct RetryPolicy<C = ConflictAware> {
 pub struct RetryOverrides {
     /// Attempts for this request (1 = no retry).
     pub max_attempts: Option<u32>,
-    /// The timeout of each attempt of this request.
-    pub attempt_timeout: Option<Duration>,
     /// The total time budget of this request over all its attempts.
     pub deadline: Option<Duration>,
 }
@@ -77,12 +75,6 @@ impl RetryOverrides {
         self
     }
 
-    /// The timeout of each attempt of this request.
-    pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
-        self.attempt_timeout = Some(timeout);
-        self
-    }
-
     /// The total time budget of this request over all its attempts.
     pub fn deadline(mut self, deadline: Duration) -> Self {
         self.deadline = Some(deadline);
@@ -94,13 +86,12 @@ impl RetryOverrides {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits {
     pub(crate) max_attempts: u32,
-    pub(crate) attempt_timeout: Option<Duration>,
     pub(crate) deadline: Option<Duration>,
     pub(crate) max_retry_after: Duration,
 }
 
 impl Default for RetryPolicy {
-    /// 3 attempts of at most 30 s each, no overall deadline, backoff from 100 ms to 10 s,
+    /// 3 attempts, no overall deadline, backoff from 100 ms to 10 s,
     /// `Retry-After` honoured up to 60 s, and a [default budget](RetryBudget::default).
     fn default() -> Self {
         RetryPolicy::with_classifier(ConflictAware)
@@ -113,7 +104,6 @@ impl<C> RetryPolicy<C> {
         RetryPolicy {
             classifier,
             max_attempts: 3,
-            attempt_timeout: Some(Duration::from_secs(30)),
             deadline: None,
             backoff: ExponentialBuilder::new()
                 .with_min_delay(Duration::from_millis(100))
@@ -130,18 +120,6 @@ impl<C> RetryPolicy<C> {
     /// Attempts per request, the first included; at least 1.
     pub fn max_attempts(mut self, attempts: u32) -> Self {
         self.max_attempts = attempts.max(1);
-        self
-    }
-
-    /// The time one attempt may take, reading the response included.
-    pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
-        self.attempt_timeout = Some(timeout);
-        self
-    }
-
-    /// No per-attempt timeout.
-    pub fn no_attempt_timeout(mut self) -> Self {
-        self.attempt_timeout = None;
         self
     }
 
@@ -201,7 +179,6 @@ impl<C> RetryPolicy<C> {
         let overrides = overrides.copied().unwrap_or_default();
         Limits {
             max_attempts: overrides.max_attempts.unwrap_or(self.max_attempts).max(1),
-            attempt_timeout: overrides.attempt_timeout.or(self.attempt_timeout),
             deadline: overrides.deadline.or(self.deadline),
             max_retry_after: self.max_retry_after,
         }
@@ -266,13 +243,13 @@ mod tests {
         let policy = RetryPolicy::default()
             .max_attempts(4)
             .deadline(Duration::from_secs(9));
-        let limits = policy.limits(Some(
-            &RetryOverrides::new()
-                .max_attempts(0)
-                .attempt_timeout(Duration::from_millis(5)),
-        ));
+        let limits = policy.limits(Some(&RetryOverrides::new().max_attempts(0)));
         assert_eq!(limits.max_attempts, 1);
-        assert_eq!(limits.attempt_timeout, Some(Duration::from_millis(5)));
         assert_eq!(limits.deadline, Some(Duration::from_secs(9)));
+        let limits = policy.limits(Some(
+            &RetryOverrides::new().deadline(Duration::from_secs(1)),
+        ));
+        assert_eq!(limits.max_attempts, 4);
+        assert_eq!(limits.deadline, Some(Duration::from_secs(1)));
     }
 }

@@ -9,6 +9,7 @@ use tower_test::mock;
 
 use super::*;
 use crate::idempotency::IdempotencyLayer;
+use crate::timeout::{AttemptTimeoutLayer, Elapsed};
 
 type Mock = mock::Mock<Request<Bytes>, Response<Bytes>>;
 type Handle = mock::Handle<Request<Bytes>, Response<Bytes>>;
@@ -358,7 +359,10 @@ async fn keyless_post_whose_connection_was_refused_is_retried() {
 
 #[tokio::test(start_paused = true)]
 async fn attempt_timeout_retries_a_get_and_is_outcome_unknown_for_a_keyless_post() {
-    let layer = RetryLayer::new(policy().attempt_timeout(Duration::from_millis(100)));
+    let layer = tower::layer::util::Stack::new(
+        AttemptTimeoutLayer::new(Duration::from_millis(100)),
+        RetryLayer::new(policy()),
+    );
     let (mut handle, call) = spawn_call(layer.clone(), get());
     let (_, stalled) = handle.next_request().await.unwrap();
     let times = answer(&mut handle, vec![response(200, &[], "")]).await;
@@ -372,10 +376,16 @@ async fn attempt_timeout_retries_a_get_and_is_outcome_unknown_for_a_keyless_post
 
     let (mut handle, call) = spawn_call(layer, post());
     let (_, _stalled) = handle.next_request().await.unwrap();
-    assert!(matches!(
-        call.await.unwrap(),
-        Err(RetryError::OutcomeUnknown { source: None, .. })
-    ));
+    match call.await.unwrap() {
+        Err(RetryError::OutcomeUnknown {
+            source: Some(elapsed),
+            attempts,
+        }) => {
+            assert!(elapsed.is::<Elapsed>());
+            assert_eq!(attempts.count(), 1);
+        }
+        other => panic!("expected OutcomeUnknown, got {other:?}"),
+    }
 }
 
 #[tokio::test(start_paused = true)]
@@ -407,11 +417,7 @@ async fn deadline_ends_the_request_before_a_retry_that_would_pass_it() {
 
 #[tokio::test(start_paused = true)]
 async fn deadline_cuts_a_slow_attempt() {
-    let layer = RetryLayer::new(
-        policy()
-            .deadline(Duration::from_millis(500))
-            .attempt_timeout(Duration::from_secs(10)),
-    );
+    let layer = RetryLayer::new(policy().deadline(Duration::from_millis(500)));
     let (mut handle, call) = spawn_call(layer, get());
     let (_, _stalled) = handle.next_request().await.unwrap();
     assert!(matches!(
@@ -494,18 +500,12 @@ async fn a_body_that_cannot_be_cloned_is_sent_once() {
     let (_, send) = handle.next_request().await.unwrap();
     send.send_error(reset());
     let error = call.await.unwrap().unwrap_err();
-    assert!(matches!(
-        error,
-        RetryError::NotReplayable {
-            source: Some(_),
-            ..
-        }
-    ));
+    assert!(matches!(error, RetryError::NotReplayable { .. }));
     assert!(error.to_string().contains("cannot be sent again"));
 
     let (service, mut handle) = mock::pair::<Request<OneShot>, Response<Bytes>>();
-    let service =
-        RetryLayer::new(policy().attempt_timeout(Duration::from_millis(100))).layer(service);
+    let service = RetryLayer::new(policy())
+        .layer(AttemptTimeoutLayer::new(Duration::from_millis(100)).layer(service));
     let call = tokio::spawn(
         service.oneshot(
             Request::put("http://127.0.0.1/upload")
@@ -515,10 +515,10 @@ async fn a_body_that_cannot_be_cloned_is_sent_once() {
     );
     let (_, _stalled) = handle.next_request().await.unwrap();
     let error = call.await.unwrap().unwrap_err();
-    assert!(
-        matches!(error, RetryError::NotReplayable { source: None, .. }),
-        "{error:?}"
-    );
+    match &error {
+        RetryError::NotReplayable { source, .. } => assert!(source.is::<Elapsed>()),
+        other => panic!("expected NotReplayable, got {other:?}"),
+    }
     assert_eq!(error.attempts().count(), 1);
 }
 
