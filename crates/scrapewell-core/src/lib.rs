@@ -4,6 +4,8 @@
 //!   a permanent one, honours `Retry-After` within a cap, never repeats a write that is not
 //!   safe to repeat, and draws on a shared retry budget.
 //! - [`idempotency`]: one `Idempotency-Key` per logical POST / PATCH, reused by every attempt.
+//! - [`ratelimit`]: per-host pacing on governor's GCRA, learning from 429s, `Retry-After` and
+//!   every generation of rate-limit headers, in one bounded table shared by all requests.
 //! - [`timeout`]: a time limit on each attempt, below the layers that hold requests back.
 //!
 //! The layers are generic over `http::Request<B>` / `http::Response<B>` and never name a
@@ -31,10 +33,13 @@
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
 mod body;
+mod boxed;
 pub mod idempotency;
 mod problem;
+pub mod ratelimit;
 pub mod retry;
 pub mod timeout;
 
 pub use body::{InspectBody, ReplayBody};
+pub use boxed::BoxedResponseFuture;
 pub use problem::ProblemDetails;

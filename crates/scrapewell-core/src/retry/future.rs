@@ -1,8 +1,4 @@
-use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -17,33 +13,6 @@ use super::{
     RetryPolicy, RetryReason, RetryRecord, parse_retry_after,
 };
 use crate::{InspectBody, ProblemDetails, ReplayBody};
-
-/// Response future of [`Retry`](super::Retry): drives every attempt of one logical request.
-pub struct ResponseFuture<T, E> {
-    inner: Pin<Box<dyn Future<Output = Result<T, E>> + Send>>,
-}
-
-impl<T, E> ResponseFuture<T, E> {
-    pub(crate) fn new(inner: impl Future<Output = Result<T, E>> + Send + 'static) -> Self {
-        ResponseFuture {
-            inner: Box::pin(inner),
-        }
-    }
-}
-
-impl<T, E> Future for ResponseFuture<T, E> {
-    type Output = Result<T, E>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.inner.as_mut().poll(cx)
-    }
-}
-
-impl<T, E> fmt::Debug for ResponseFuture<T, E> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ResponseFuture").finish_non_exhaustive()
-    }
-}
 
 /// What one attempt produced.
 enum Attempt<R, E> {

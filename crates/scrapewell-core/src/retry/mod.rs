@@ -49,12 +49,13 @@ use std::task::{Context, Poll};
 use http::{Request, Response};
 use tower::Service;
 
+/// Response future of [`Retry`]: drives every attempt of one logical request.
+pub use crate::BoxedResponseFuture as ResponseFuture;
 pub use budget::{InvalidBudget, RetryBudget};
 pub use classify::{
     AttemptResult, Classify, ClassifyError, ConflictAware, RequestFacts, TransportFailure,
 };
 pub use error::RetryError;
-pub use future::ResponseFuture;
 pub use layer::RetryLayer;
 pub use outcome::{Attempts, Outcome, RetryReason, RetryRecord, TransientConflict};
 pub use policy::{RetryOverrides, RetryPolicy};
@@ -138,7 +139,7 @@ where
 
     fn call(&mut self, request: Request<ReqB>) -> Self::Future {
         let inner = self.inner.clone();
-        ResponseFuture::new(future::run(inner, Arc::clone(&self.policy), request))
+        crate::BoxedResponseFuture::new(future::run(inner, Arc::clone(&self.policy), request))
     }
 }
 

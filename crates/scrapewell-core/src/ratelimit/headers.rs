@@ -1,0 +1,329 @@
+//! What a server says about its rate limit, in any of the header generations in use.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use http::HeaderMap;
+
+/// A reset above this many seconds is an epoch time (`X-RateLimit-Reset: 1735689600`), below it
+/// a delta (`X-RateLimit-Reset: 30`).
+const EPOCH_THRESHOLD: u64 = 1_000_000_000;
+
+/// The most restrictive limit a response announced.
+///
+/// Read from, in order of preference:
+/// - `RateLimit` / `RateLimit-Policy` as Structured Field lists (draft-ietf-httpapi-ratelimit-
+///   headers-08 and later): `"default";r=50;t=30` and `"burst";q=100;w=60`;
+/// - `RateLimit: limit=100, remaining=50, reset=30` (draft-03);
+/// - `RateLimit-Limit`, `RateLimit-Remaining`, `RateLimit-Reset` (drafts 00 to 07);
+/// - `X-RateLimit-Limit`, `X-RateLimit-Remaining`, `X-RateLimit-Reset` (GitHub, Twitter and
+///   others; a reset above 10⁹ is an epoch time in seconds, else a delta).
+///
+/// Malformed values are ignored, never fatal.
+///
+/// # Example
+///
+/// ```
+/// use std::time::{Duration, SystemTime};
+/// use http::{HeaderMap, HeaderValue};
+/// use scrapewell_core::ratelimit::ServerLimit;
+///
+/// let mut headers = HeaderMap::new();
+/// headers.insert("ratelimit", HeaderValue::from_static("\"default\";r=0;t=12"));
+/// headers.insert("ratelimit-policy", HeaderValue::from_static("\"default\";q=100;w=60"));
+/// let limit = ServerLimit::from_headers(&headers, SystemTime::now()).unwrap();
+/// assert_eq!(limit.remaining, Some(0));
+/// assert_eq!(limit.reset, Some(Duration::from_secs(12)));
+/// assert_eq!(limit.policy, Some((100, Duration::from_secs(60))));
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ServerLimit {
+    /// Requests (quota units) left in the current window.
+    pub remaining: Option<u64>,
+    /// When the window resets, from now.
+    pub reset: Option<Duration>,
+    /// The quota: this many units per window.
+    pub policy: Option<(u64, Duration)>,
+}
+
+impl ServerLimit {
+    /// The limit the headers announce; `None` when they announce none.
+    pub fn from_headers(headers: &HeaderMap, now: SystemTime) -> Option<ServerLimit> {
+        let mut limit = ServerLimit::default();
+        structured(headers, &mut limit);
+        if limit.remaining.is_none() && limit.policy.is_none() {
+            draft_03(headers, now, &mut limit);
+        }
+        if limit.remaining.is_none() && limit.policy.is_none() {
+            separate(headers, "ratelimit-", false, now, &mut limit);
+        }
+        if limit.remaining.is_none() && limit.policy.is_none() {
+            separate(headers, "x-ratelimit-", true, now, &mut limit);
+        }
+        (limit != ServerLimit::default()).then_some(limit)
+    }
+
+    /// The spacing these figures ask for: the window over the quota, and the time to the reset
+    /// spread over what remains, whichever is longer. `None` when they ask for none.
+    pub fn interval(&self) -> Option<Duration> {
+        let declared = self
+            .policy
+            .filter(|(q, _)| *q > 0)
+            .map(|(q, w)| w / q.min(u32::MAX as u64) as u32);
+        let spread = match (self.remaining, self.reset) {
+            (Some(r), Some(reset)) if r > 0 => Some(reset / r.min(u32::MAX as u64) as u32),
+            _ => None,
+        };
+        declared.max(spread)
+    }
+}
+
+/// `RateLimit` and `RateLimit-Policy` as Structured Field lists; the most restrictive item wins.
+fn structured(headers: &HeaderMap, limit: &mut ServerLimit) {
+    for value in headers.get_all("ratelimit") {
+        for params in sf_items(value.to_str().unwrap_or("")) {
+            let (r, t) = (param(&params, "r"), param(&params, "t"));
+            if let Some(r) = r {
+                limit.remaining = Some(limit.remaining.map_or(r, |old| old.min(r)));
+                if let Some(t) = t {
+                    limit.reset = Some(limit.reset.map_or(secs(t), |old| old.max(secs(t))));
+                }
+            }
+        }
+    }
+    for value in headers.get_all("ratelimit-policy") {
+        for params in sf_items(value.to_str().unwrap_or("")) {
+            if let (Some(q), Some(w)) = (param(&params, "q"), param(&params, "w"))
+                && q > 0
+            {
+                // The slowest policy (longest window per unit) is the one to respect.
+                let slower = limit.policy.is_none_or(|(oq, ow)| {
+                    secs(w).as_secs_f64() / q as f64 > ow.as_secs_f64() / oq as f64
+                });
+                if slower {
+                    limit.policy = Some((q, secs(w)));
+                }
+            }
+        }
+    }
+}
+
+/// `RateLimit: limit=100, remaining=50, reset=30`.
+fn draft_03(headers: &HeaderMap, now: SystemTime, limit: &mut ServerLimit) {
+    let Some(value) = headers.get("ratelimit").and_then(|v| v.to_str().ok()) else {
+        return;
+    };
+    let mut fields = (None, None, None);
+    for part in value.split(',') {
+        let Some((name, number)) = part.split_once('=') else {
+            continue;
+        };
+        let Ok(number) = number.trim().parse::<u64>() else {
+            continue;
+        };
+        match name.trim().to_ascii_lowercase().as_str() {
+            "limit" => fields.0 = Some(number),
+            "remaining" => fields.1 = Some(number),
+            "reset" => fields.2 = Some(number),
+            _ => {}
+        }
+    }
+    apply_separate(fields, false, now, limit);
+}
+
+/// `<prefix>Limit`, `<prefix>Remaining`, `<prefix>Reset`.
+fn separate(
+    headers: &HeaderMap,
+    prefix: &str,
+    reset_may_be_epoch: bool,
+    now: SystemTime,
+    limit: &mut ServerLimit,
+) {
+    let number = |suffix: &str| {
+        headers
+            .get(format!("{prefix}{suffix}"))
+            .and_then(|v| v.to_str().ok())
+            // `X-RateLimit-Limit: 60, 60;window=60` and similar: the first number counts.
+            .and_then(|v| v.split([',', ';']).next())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    apply_separate(
+        (number("limit"), number("remaining"), number("reset")),
+        reset_may_be_epoch,
+        now,
+        limit,
+    );
+}
+
+fn apply_separate(
+    (quota, remaining, reset): (Option<u64>, Option<u64>, Option<u64>),
+    reset_may_be_epoch: bool,
+    now: SystemTime,
+    limit: &mut ServerLimit,
+) {
+    let reset = reset.map(|reset| {
+        if reset_may_be_epoch && reset > EPOCH_THRESHOLD {
+            (UNIX_EPOCH + Duration::from_secs(reset))
+                .duration_since(now)
+                .unwrap_or(Duration::ZERO)
+        } else {
+            secs(reset)
+        }
+    });
+    if remaining.is_some() || quota.is_some() {
+        limit.remaining = remaining;
+        limit.reset = reset;
+        // Older generations give the quota but not its window; the reset of a full window is
+        // the best estimate there is.
+        if let (Some(q), Some(r), Some(reset)) = (quota, remaining, reset)
+            && q > 0
+            && r == q
+            && !reset.is_zero()
+        {
+            limit.policy = Some((q, reset));
+        }
+    }
+}
+
+/// The parameters of each item of a Structured Field list, loosely parsed: items whose
+/// parameters are not integers are skipped.
+fn sf_items(list: &str) -> impl Iterator<Item = Vec<(&str, Option<u64>)>> {
+    split_outside_quotes(list, ',').into_iter().map(|item| {
+        split_outside_quotes(item, ';')
+            .into_iter()
+            .skip(1)
+            .filter_map(|param| {
+                let (name, value) = param.split_once('=')?;
+                Some((name.trim(), value.trim().parse::<u64>().ok()))
+            })
+            .collect()
+    })
+}
+
+fn param(params: &[(&str, Option<u64>)], name: &str) -> Option<u64> {
+    params
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .and_then(|(_, v)| *v)
+}
+
+fn split_outside_quotes(text: &str, separator: char) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let (mut start, mut quoted) = (0, false);
+    for (i, c) in text.char_indices() {
+        match c {
+            '"' => quoted = !quoted,
+            c if c == separator && !quoted => {
+                parts.push(&text[start..i]);
+                start = i + c.len_utf8();
+            }
+            _ => {}
+        }
+    }
+    parts.push(&text[start..]);
+    parts
+}
+
+fn secs(seconds: u64) -> Duration {
+    Duration::from_secs(seconds)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn limit(pairs: &[(&str, &str)]) -> Option<ServerLimit> {
+        let mut headers = HeaderMap::new();
+        for (name, value) in pairs {
+            headers.append(
+                http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        ServerLimit::from_headers(&headers, UNIX_EPOCH + Duration::from_secs(1_700_000_000))
+    }
+
+    #[test]
+    fn current_draft_lists_take_the_most_restrictive_item() {
+        let l = limit(&[
+            ("ratelimit", "\"default\";r=50;t=30, \"burst\";r=3;t=1"),
+            (
+                "ratelimit-policy",
+                "\"default\";q=100;w=60, \"burst\";q=10;w=1",
+            ),
+        ])
+        .unwrap();
+        assert_eq!(l.remaining, Some(3));
+        assert_eq!(l.reset, Some(secs(30)));
+        assert_eq!(
+            l.policy,
+            Some((100, secs(60))),
+            "100 per minute is slower than 10 per second"
+        );
+        assert_eq!(
+            l.interval(),
+            Some(Duration::from_secs(10)),
+            "30 s spread over 3 requests"
+        );
+    }
+
+    #[test]
+    fn draft_03_combined_form() {
+        let l = limit(&[("ratelimit", "limit=100, remaining=0, reset=7")]).unwrap();
+        assert_eq!((l.remaining, l.reset), (Some(0), Some(secs(7))));
+    }
+
+    #[test]
+    fn separate_headers_of_the_older_drafts() {
+        let l = limit(&[
+            ("ratelimit-limit", "10"),
+            ("ratelimit-remaining", "4"),
+            ("ratelimit-reset", "2"),
+        ])
+        .unwrap();
+        assert_eq!((l.remaining, l.reset), (Some(4), Some(secs(2))));
+        assert_eq!(l.interval(), Some(Duration::from_millis(500)));
+    }
+
+    #[test]
+    fn x_ratelimit_reset_is_an_epoch_above_a_billion_and_a_delta_below() {
+        let epoch = limit(&[
+            ("x-ratelimit-remaining", "0"),
+            ("x-ratelimit-reset", "1700000042"),
+        ])
+        .unwrap();
+        assert_eq!(epoch.reset, Some(secs(42)));
+        let delta = limit(&[("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", "42")]).unwrap();
+        assert_eq!(delta.reset, Some(secs(42)));
+        let past = limit(&[
+            ("x-ratelimit-remaining", "0"),
+            ("x-ratelimit-reset", "1600000000"),
+        ])
+        .unwrap();
+        assert_eq!(past.reset, Some(Duration::ZERO));
+    }
+
+    #[test]
+    fn a_full_window_gives_the_quota() {
+        let l = limit(&[
+            ("x-ratelimit-limit", "60"),
+            ("x-ratelimit-remaining", "60"),
+            ("x-ratelimit-reset", "60"),
+        ])
+        .unwrap();
+        assert_eq!(l.policy, Some((60, secs(60))));
+        assert_eq!(l.interval(), Some(secs(1)));
+    }
+
+    #[test]
+    fn malformed_values_are_ignored() {
+        assert_eq!(limit(&[("ratelimit", "\"default\";r=soon;t=-1")]), None);
+        assert_eq!(limit(&[("ratelimit-policy", "\"x\";q=0;w=10")]), None);
+        assert_eq!(limit(&[("x-ratelimit-remaining", "many")]), None);
+        assert_eq!(limit(&[("ratelimit", "garbage")]), None);
+        assert_eq!(limit(&[]), None);
+        let partial = limit(&[("ratelimit", "\"a\";r=x;t=5, \"b\";r=2;t=4")]).unwrap();
+        assert_eq!(partial.remaining, Some(2));
+    }
+}

@@ -1,0 +1,321 @@
+use std::fmt;
+use std::sync::Arc;
+
+use governor::RateLimiter;
+use governor::clock::Clock;
+use governor::middleware::NoOpMiddleware;
+use governor::nanos::Nanos;
+use http::Uri;
+use tower::Layer;
+
+use super::table::TableStore;
+use super::{HostKey, HostTable, Quota, RateLimit};
+
+/// Applies [`RateLimit`] to a service: quotas per host pattern, on one shared [`HostTable`].
+///
+/// Without any quota, hosts are paced only by what they say (pauses, rate-limit headers,
+/// refusals). A host matches the first pattern that fits it, in the order they were added.
+///
+/// # Example
+///
+/// ```
+/// use std::num::NonZeroU32;
+/// use std::sync::Arc;
+/// use scrapewell_core::ratelimit::{HostTable, KeyBy, Quota, RateLimitLayer, TableSettings};
+///
+/// let table = Arc::new(HostTable::new(TableSettings::default().max_in_flight(4)));
+/// let layer = RateLimitLayer::new(table)
+///     .host_quota("api.example.com:8443", Quota::per_second(NonZeroU32::new(20).unwrap()))
+///     .unwrap()
+///     .key_by(KeyBy::RegistrableDomain)
+///     .jitter(0.0);
+/// # let _ = layer;
+/// ```
+#[derive(Clone)]
+pub struct RateLimitLayer {
+    table: Arc<HostTable>,
+    rules: Vec<(HostPattern, Arc<Limiter>)>,
+    default: Option<Arc<Limiter>>,
+    key_by: KeyBy,
+    jitter: f64,
+}
+
+/// How requests are grouped into the hosts that share a budget.
+#[derive(Clone, Default)]
+#[non_exhaustive]
+pub enum KeyBy {
+    /// Host and port (`example.com:443`): the default.
+    #[default]
+    HostAndPort,
+    /// The registrable domain (`www.example.co.uk` and `img.example.co.uk` share
+    /// `example.co.uk`), by the Public Suffix List.
+    RegistrableDomain,
+    /// A function of the URI; `None` leaves the request unlimited.
+    Custom(Arc<KeyFn>),
+}
+
+/// A function that names the host a request belongs to.
+pub type KeyFn = dyn Fn(&Uri) -> Option<String> + Send + Sync;
+
+/// A host pattern that cannot be parsed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid host pattern {0:?}: expected host, host:port or *.domain")]
+pub struct InvalidPattern(pub String);
+
+/// What the services of one layer share.
+pub(crate) struct Shared {
+    pub(crate) table: Arc<HostTable>,
+    rules: Vec<(HostPattern, Arc<Limiter>)>,
+    default: Option<Arc<Limiter>>,
+    key_by: KeyBy,
+    pub(crate) jitter: f64,
+}
+
+/// One quota, checked by governor against the states in the table.
+pub(crate) struct Limiter {
+    gcra: RateLimiter<HostKey, TableStore, TableClock, NoOpMiddleware<Nanos>>,
+    clock: TableClock,
+    quota: Quota,
+}
+
+/// governor reads tokio's clock, so paused-time tests drive the quotas too.
+#[derive(Debug, Clone)]
+pub(crate) struct TableClock(tokio::time::Instant);
+
+impl Clock for TableClock {
+    type Instant = Nanos;
+
+    fn now(&self) -> Nanos {
+        Nanos::from(self.0.elapsed())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum HostPattern {
+    /// `host` or `host:port`.
+    Exact { host: String, port: Option<u16> },
+    /// `*.domain`: any subdomain of it.
+    Suffix(String),
+}
+
+impl RateLimitLayer {
+    /// No quota yet: hosts are paced by what they say.
+    pub fn new(table: Arc<HostTable>) -> Self {
+        RateLimitLayer {
+            table,
+            rules: Vec::new(),
+            default: None,
+            key_by: KeyBy::default(),
+            jitter: 0.05,
+        }
+    }
+
+    /// The quota of every host that no pattern matches.
+    pub fn default_quota(mut self, quota: Quota) -> Self {
+        self.default = Some(Arc::new(Limiter::new(quota, &self.table)));
+        self
+    }
+
+    /// The quota of the hosts that match `pattern`: `example.com`, `example.com:8080`,
+    /// `127.0.0.2`, `[::1]:8080`, or `*.example.com` for its subdomains.
+    pub fn host_quota(mut self, pattern: &str, quota: Quota) -> Result<Self, InvalidPattern> {
+        let pattern = HostPattern::parse(pattern)?;
+        self.rules
+            .push((pattern, Arc::new(Limiter::new(quota, &self.table))));
+        Ok(self)
+    }
+
+    /// How requests are grouped into hosts.
+    pub fn key_by(mut self, key_by: KeyBy) -> Self {
+        self.key_by = key_by;
+        self
+    }
+
+    /// The jitter added to each wait, as a share of the wait (0.05 by default).
+    pub fn jitter(mut self, share: f64) -> Self {
+        self.jitter = share.clamp(0.0, 1.0);
+        self
+    }
+
+    /// The shared table.
+    pub fn table(&self) -> &Arc<HostTable> {
+        &self.table
+    }
+}
+
+impl Limiter {
+    fn new(quota: Quota, table: &Arc<HostTable>) -> Limiter {
+        let clock = TableClock(tokio::time::Instant::now());
+        let gcra = RateLimiter::new(quota, TableStore(Arc::clone(table)), clock.clone());
+        Limiter { gcra, clock, quota }
+    }
+
+    /// The spacing of the quota in nanoseconds.
+    pub(crate) fn interval_nanos(&self) -> u64 {
+        u64::try_from(self.quota.replenish_interval().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// `None` when the quota allows a request now, else how long until it does.
+    pub(crate) fn check(&self, key: &HostKey) -> Option<std::time::Duration> {
+        self.gcra
+            .check_key(key)
+            .err()
+            .map(|not_until| not_until.wait_time_from(self.clock.now()))
+    }
+}
+
+impl Shared {
+    /// The host a request belongs to and the quota that applies; `None` for a URI without a
+    /// host, or one the key function leaves out.
+    pub(crate) fn route(&self, uri: &Uri) -> Option<(HostKey, Option<&Limiter>)> {
+        let host = uri.host()?;
+        let port = uri
+            .port_u16()
+            .unwrap_or(if uri.scheme_str() == Some("https") {
+                443
+            } else {
+                80
+            });
+        let key = match &self.key_by {
+            KeyBy::HostAndPort => HostKey::of(host, port),
+            KeyBy::RegistrableDomain => {
+                HostKey::new(&psl::domain_str(host).unwrap_or(host).to_ascii_lowercase())
+            }
+            KeyBy::Custom(key_of) => HostKey::new(&key_of(uri)?),
+        };
+        let limiter = self
+            .rules
+            .iter()
+            .find(|(pattern, _)| pattern.matches(host, port))
+            .map(|(_, limiter)| &**limiter)
+            .or(self.default.as_deref());
+        Some((key, limiter))
+    }
+}
+
+impl HostPattern {
+    fn parse(pattern: &str) -> Result<HostPattern, InvalidPattern> {
+        let invalid = || InvalidPattern(pattern.to_owned());
+        let text = pattern.trim().to_ascii_lowercase();
+        if text.is_empty() || text.contains(['/', ' ', '@', '?', '#']) {
+            return Err(invalid());
+        }
+        if let Some(domain) = text.strip_prefix("*.") {
+            if domain.is_empty() || domain.contains(['*', ':']) {
+                return Err(invalid());
+            }
+            return Ok(HostPattern::Suffix(format!(".{domain}")));
+        }
+        if text.contains('*') {
+            return Err(invalid());
+        }
+        let (host, port) = match text.rsplit_once(':') {
+            // `[::1]:8080`, `example.com:8080`; a bare IPv6 address has more than one colon.
+            Some((host, port)) if !host.contains(':') || host.ends_with(']') => (
+                host.to_owned(),
+                Some(port.parse::<u16>().map_err(|_| invalid())?),
+            ),
+            _ => (text.clone(), None),
+        };
+        Ok(HostPattern::Exact {
+            host: host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned(),
+            port,
+        })
+    }
+
+    fn matches(&self, host: &str, port: u16) -> bool {
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        match self {
+            HostPattern::Exact { host: h, port: p } => {
+                h.eq_ignore_ascii_case(host) && p.is_none_or(|p| p == port)
+            }
+            HostPattern::Suffix(suffix) => {
+                host.len() > suffix.len()
+                    && host[host.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+            }
+        }
+    }
+}
+
+impl<S> Layer<S> for RateLimitLayer {
+    type Service = RateLimit<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        let shared = Shared {
+            table: Arc::clone(&self.table),
+            rules: self.rules.clone(),
+            default: self.default.clone(),
+            key_by: self.key_by.clone(),
+            jitter: self.jitter,
+        };
+        RateLimit {
+            inner,
+            shared: Arc::new(shared),
+        }
+    }
+}
+
+impl fmt::Debug for RateLimitLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RateLimitLayer")
+            .field(
+                "patterns",
+                &self
+                    .rules
+                    .iter()
+                    .map(|(p, l)| (p, l.quota))
+                    .collect::<Vec<_>>(),
+            )
+            .field("default", &self.default.as_ref().map(|l| l.quota))
+            .field("key_by", &self.key_by)
+            .field("jitter", &self.jitter)
+            .finish()
+    }
+}
+
+impl fmt::Debug for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shared")
+            .field("table", &self.table)
+            .field("jitter", &self.jitter)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for KeyBy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeyBy::HostAndPort => f.write_str("HostAndPort"),
+            KeyBy::RegistrableDomain => f.write_str("RegistrableDomain"),
+            KeyBy::Custom(_) => f.write_str("Custom(..)"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns_parse_and_match() {
+        let exact = HostPattern::parse("Example.com").unwrap();
+        assert!(exact.matches("example.com", 443) && exact.matches("EXAMPLE.COM", 80));
+        assert!(!exact.matches("www.example.com", 443));
+        let with_port = HostPattern::parse("127.0.0.2:8080").unwrap();
+        assert!(with_port.matches("127.0.0.2", 8080) && !with_port.matches("127.0.0.2", 8081));
+        let suffix = HostPattern::parse("*.example.com").unwrap();
+        assert!(suffix.matches("a.example.com", 443) && suffix.matches("a.b.example.com", 1));
+        assert!(!suffix.matches("example.com", 443) && !suffix.matches("badexample.com", 443));
+        let v6 = HostPattern::parse("[::1]:8080").unwrap();
+        assert!(v6.matches("[::1]", 8080));
+        assert!(HostPattern::parse("::1").unwrap().matches("[::1]", 80));
+        for bad in [
+            "", "*", "*.", "a*.com", "http://x", "x:port", "*.a:80", "a b",
+        ] {
+            assert!(HostPattern::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,561 @@
+//! The per-host table: what every layer knows about a host, shared by every request to it.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use governor::nanos::Nanos;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use super::ServerLimit;
+
+const SHARDS: usize = 32;
+/// Each shard looks for idle hosts after this many new ones.
+const SWEEP_EVERY: u32 = 1024;
+
+/// Per-host state shared by every request of a client (and its clones): the GCRA state of the
+/// host's quota (governor's, stored here), when the host is paused until, the pace learned from
+/// refusals and rate-limit headers, and the requests in flight.
+///
+/// Memory is bounded: hosts idle for [`idle_ttl`](TableSettings::idle_ttl) are evicted as new
+/// ones arrive, and no more than [`max_hosts`](TableSettings::max_hosts) are kept (the least
+/// recently seen go first). A host costs [`HostTable::BYTES_PER_HOST`] bytes.
+///
+/// # Example
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// use scrapewell_core::ratelimit::{HostKey, HostTable, TableSettings};
+///
+/// let table = HostTable::new(TableSettings::default().max_hosts(10_000));
+/// assert_eq!(table.len(), 0);
+/// assert!(table.stats(&HostKey::new("example.com:443")).is_none());
+/// # }
+/// ```
+pub struct HostTable {
+    shards: Box<[Shard]>,
+    epoch: Instant,
+    settings: TableSettings,
+}
+
+/// The limits of a [`HostTable`] and how it adapts.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct TableSettings {
+    /// A host not seen for this long is forgotten (5 minutes).
+    pub idle_ttl: Duration,
+    /// At most this many hosts are kept (100,000).
+    pub max_hosts: usize,
+    /// Requests in flight per host (8).
+    pub max_in_flight: u32,
+    /// The longest pause a server can impose on a host through `Retry-After` or a reset (60 s).
+    pub max_pause: Duration,
+    /// What a refusal leaves of the rate (0.7, as TCP CUBIC: a cut to half gives up more
+    /// throughput than the refusals it saves).
+    pub decrease: f64,
+    /// Clean responses in a row before the pace creeps up again (5).
+    pub clean_stretch: u32,
+    /// How much the rate creeps up after each clean stretch, as a share of the rate at which
+    /// the server last refused (5%).
+    pub recovery: f64,
+}
+
+impl Default for TableSettings {
+    fn default() -> Self {
+        TableSettings {
+            idle_ttl: Duration::from_secs(300),
+            max_hosts: 100_000,
+            max_in_flight: 8,
+            max_pause: Duration::from_secs(60),
+            decrease: 0.7,
+            clean_stretch: 5,
+            recovery: 0.05,
+        }
+    }
+}
+
+impl TableSettings {
+    /// Forget hosts idle for this long.
+    pub fn idle_ttl(mut self, ttl: Duration) -> Self {
+        self.idle_ttl = ttl;
+        self
+    }
+
+    /// Keep at most this many hosts.
+    pub fn max_hosts(mut self, hosts: usize) -> Self {
+        self.max_hosts = hosts.max(SHARDS);
+        self
+    }
+
+    /// Requests in flight per host (at least 1).
+    pub fn max_in_flight(mut self, requests: u32) -> Self {
+        self.max_in_flight = requests.max(1);
+        self
+    }
+
+    /// The longest pause a server can impose.
+    pub fn max_pause(mut self, pause: Duration) -> Self {
+        self.max_pause = pause;
+        self
+    }
+
+    /// What a refusal leaves of the rate (between 0.1 and 0.95).
+    pub fn decrease(mut self, share: f64) -> Self {
+        self.decrease = share.clamp(0.1, 0.95);
+        self
+    }
+
+    /// Clean responses before the pace creeps up, and by how much (a share of the rate of the
+    /// last refusal).
+    pub fn recovery(mut self, clean_stretch: u32, share: f64) -> Self {
+        self.clean_stretch = clean_stretch.max(1);
+        self.recovery = share.clamp(0.001, 1.0);
+        self
+    }
+}
+
+/// A host as the table knows it: a hash of its name (`host:port`, or whatever the key function
+/// gives). Two names colliding in 64 bits share their state, which at a million hosts happens
+/// with a chance of about 1 in 37 million.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct HostKey(u64);
+
+impl HostKey {
+    /// The key of a name (what a custom key function gives, or a registrable domain).
+    pub fn new(name: &str) -> HostKey {
+        let mut hasher = std::hash::DefaultHasher::new();
+        name.hash(&mut hasher);
+        HostKey(hasher.finish())
+    }
+
+    /// The key of a host and port, the default grouping; the host's case does not matter.
+    pub fn of(host: &str, port: u16) -> HostKey {
+        let mut hasher = std::hash::DefaultHasher::new();
+        for byte in host.bytes() {
+            hasher.write_u8(byte.to_ascii_lowercase());
+        }
+        hasher.write_u16(port);
+        HostKey(hasher.finish())
+    }
+}
+
+/// What the table knows about a host, for reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HostStats {
+    /// Refusals (429, 503) seen from the host.
+    pub refusals: u32,
+    /// The spacing requests to the host currently keep, beyond its quota; `None` when only
+    /// the quota applies.
+    pub interval: Option<Duration>,
+    /// How long the host stays paused; `None` when it is not.
+    pub paused_for: Option<Duration>,
+    /// Requests in flight.
+    pub in_flight: u32,
+}
+
+/// Whether a request may go now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Gate {
+    Open,
+    /// The host is paused for this long.
+    Paused(Duration),
+    /// The host has its most requests in flight.
+    Busy,
+}
+
+struct Shard {
+    hosts: Mutex<ShardHosts>,
+    released: Notify,
+}
+
+#[derive(Default)]
+struct ShardHosts {
+    map: HashMap<u64, HostState, BuildHasherDefault<Prehashed>>,
+    added_since_sweep: u32,
+}
+
+/// Times are nanoseconds since the table's epoch (a second before it was made); 0 means
+/// "never" / "none".
+#[derive(Debug, Clone, Copy, Default)]
+struct HostState {
+    /// governor's theoretical arrival time, plus one (0: no cell yet).
+    tat: u64,
+    last_seen: u64,
+    paused_until: u64,
+    /// The spacing learned from refusals (AIMD).
+    backoff: u64,
+    /// The spacing of the server's declared policy (window / quota).
+    declared: u64,
+    /// The spacing asked for by the remaining budget, until `hint_until`.
+    hint: u64,
+    hint_until: u64,
+    /// The spacing at which the server last refused; the recovery step is a share of its rate.
+    refused_at: u64,
+    /// When the pace was last cut: refusals of requests sent before it do not cut it again.
+    last_cut: u64,
+    /// A moving average of the spacing between admissions, and the last one.
+    sent_every: u64,
+    last_admit: u64,
+    refusals: u32,
+    clean: u32,
+    in_flight: u32,
+}
+
+impl HostTable {
+    /// What a host costs: its entry in the hash map (state, key and control byte), at the
+    /// map's fullest.
+    pub const BYTES_PER_HOST: usize = (std::mem::size_of::<(u64, HostState)>() + 1) * 8 / 7;
+
+    /// An empty table.
+    pub fn new(settings: TableSettings) -> HostTable {
+        HostTable {
+            shards: (0..SHARDS)
+                .map(|_| Shard {
+                    hosts: Mutex::default(),
+                    released: Notify::new(),
+                })
+                .collect(),
+            // A second before now, so that no real time is 0, which means "never" in HostState.
+            epoch: Instant::now()
+                .checked_sub(Duration::from_secs(1))
+                .unwrap_or_else(Instant::now),
+            settings,
+        }
+    }
+
+    /// Hosts currently kept.
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| lock(&s.hosts).map.len()).sum()
+    }
+
+    /// Whether no host is kept.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The memory the table's maps hold, in bytes.
+    pub fn memory_bytes(&self) -> usize {
+        let per_slot = std::mem::size_of::<(u64, HostState)>() + 1;
+        std::mem::size_of::<Self>()
+            + self
+                .shards
+                .iter()
+                .map(|s| std::mem::size_of::<Shard>() + lock(&s.hosts).map.capacity() * per_slot)
+                .sum::<usize>()
+    }
+
+    /// What the table knows about a host.
+    pub fn stats(&self, key: &HostKey) -> Option<HostStats> {
+        let now = self.now();
+        let hosts = lock(&self.shard(key).hosts);
+        let state = hosts.map.get(&key.0)?;
+        let interval = state.interval(now);
+        Some(HostStats {
+            refusals: state.refusals,
+            interval: (interval > 0).then(|| Duration::from_nanos(interval)),
+            paused_for: (state.paused_until > now)
+                .then(|| Duration::from_nanos(state.paused_until - now)),
+            in_flight: state.in_flight,
+        })
+    }
+
+    /// Forgets every host idle for longer than the idle TTL.
+    pub fn evict_idle(&self) {
+        let now = self.now();
+        for shard in self.shards.iter() {
+            self.sweep(&mut lock(&shard.hosts), now);
+        }
+    }
+
+    /// Nanoseconds since the table's epoch, on tokio's clock (so paused-time tests drive it).
+    pub(crate) fn now(&self) -> u64 {
+        nanos(self.epoch.elapsed())
+    }
+
+    pub(crate) fn released(&self, key: &HostKey) -> &Notify {
+        &self.shard(key).released
+    }
+
+    /// Whether a request may go now: not while the host is paused or has its most requests in
+    /// flight.
+    pub(crate) fn gate(&self, key: &HostKey) -> Gate {
+        let now = self.now();
+        self.with_host(key, now, |state, settings| {
+            if state.paused_until > now {
+                Gate::Paused(Duration::from_nanos(state.paused_until - now))
+            } else if state.in_flight >= settings.max_in_flight {
+                Gate::Busy
+            } else {
+                Gate::Open
+            }
+        })
+    }
+
+    /// Whether the host is paused, whatever it has in flight.
+    pub(crate) fn gate_pause(&self, key: &HostKey) -> Gate {
+        let now = self.now();
+        self.with_host(key, now, |state, _| {
+            if state.paused_until > now {
+                Gate::Paused(Duration::from_nanos(state.paused_until - now))
+            } else {
+                Gate::Open
+            }
+        })
+    }
+
+    /// Admits a request that passed the gate and the quota: counts it in flight and reserves
+    /// its slot in the learned pace. Returns how long to wait for that slot.
+    pub(crate) fn admit(&self, key: &HostKey) -> (Duration, u64) {
+        let now = self.now();
+        self.with_host(key, now, |state, _| {
+            state.in_flight += 1;
+            // Each admission takes the slot one interval after the last one, so the pace holds
+            // across concurrent requests too.
+            let interval = state.interval(now);
+            let slot = if state.last_admit > 0 {
+                (state.last_admit + interval).max(now)
+            } else {
+                now
+            };
+            if state.last_admit > 0 {
+                let gap = slot.saturating_sub(state.last_admit);
+                state.sent_every = if state.sent_every == 0 {
+                    gap
+                } else {
+                    (state.sent_every * 7 + gap) / 8
+                };
+            }
+            state.last_admit = slot;
+            (Duration::from_nanos(slot - now), slot)
+        })
+    }
+
+    /// A request admitted at `admitted` is done; `response` is what it got, if anything.
+    /// `quota_interval` is the spacing of the host's configured quota (0 when it has none).
+    pub(crate) fn complete(
+        &self,
+        key: &HostKey,
+        admitted: u64,
+        response: Option<(http::StatusCode, &http::HeaderMap)>,
+        quota_interval: u64,
+    ) {
+        let now = self.now();
+        self.with_host(key, now, |state, settings| {
+            state.in_flight = state.in_flight.saturating_sub(1);
+            if let Some((status, headers)) = response {
+                state.learn(status, headers, admitted, quota_interval, now, settings);
+            }
+        });
+        self.shard(key).released.notify_waiters();
+    }
+
+    fn with_host<T>(
+        &self,
+        key: &HostKey,
+        now: u64,
+        f: impl FnOnce(&mut HostState, &TableSettings) -> T,
+    ) -> T {
+        let mut hosts = lock(&self.shard(key).hosts);
+        if !hosts.map.contains_key(&key.0) {
+            self.make_room(&mut hosts, now);
+        }
+        let state = hosts.map.entry(key.0).or_default();
+        state.last_seen = now;
+        f(state, &self.settings)
+    }
+
+    /// Before a host is added: every so often, and whenever the shard is full, forget idle
+    /// hosts; if it is still full, forget the least recently seen.
+    fn make_room(&self, hosts: &mut ShardHosts, now: u64) {
+        let per_shard = self.settings.max_hosts.div_ceil(SHARDS);
+        hosts.added_since_sweep += 1;
+        if hosts.added_since_sweep >= SWEEP_EVERY || hosts.map.len() >= per_shard {
+            self.sweep(hosts, now);
+        }
+        if hosts.map.len() >= per_shard {
+            let mut seen: Vec<(u64, u64)> = hosts
+                .map
+                .iter()
+                .filter(|(_, s)| s.in_flight == 0)
+                .map(|(k, s)| (s.last_seen, *k))
+                .collect();
+            let excess = hosts.map.len() + 1 - per_shard;
+            let cut = (per_shard / 10).max(excess).min(seen.len());
+            if cut > 0 {
+                seen.select_nth_unstable(cut - 1);
+                for (_, key) in &seen[..cut] {
+                    hosts.map.remove(key);
+                }
+            }
+        }
+    }
+
+    fn sweep(&self, hosts: &mut ShardHosts, now: u64) {
+        let ttl = nanos(self.settings.idle_ttl);
+        hosts.map.retain(|_, s| {
+            s.in_flight > 0 || s.paused_until > now || now.saturating_sub(s.last_seen) < ttl
+        });
+        if hosts.map.capacity() > 64 && hosts.map.capacity() > hosts.map.len() * 4 {
+            hosts.map.shrink_to_fit();
+        }
+        hosts.added_since_sweep = 0;
+    }
+
+    fn shard(&self, key: &HostKey) -> &Shard {
+        // The low bits pick the slot in the shard's map; the high bits pick the shard.
+        &self.shards[(key.0 >> 58) as usize % SHARDS]
+    }
+}
+
+impl HostState {
+    /// The spacing the learned pace asks for now, beyond the quota.
+    fn interval(&self, now: u64) -> u64 {
+        let hint = if now < self.hint_until { self.hint } else { 0 };
+        self.backoff.max(self.declared).max(hint)
+    }
+
+    fn learn(
+        &mut self,
+        status: http::StatusCode,
+        headers: &http::HeaderMap,
+        admitted: u64,
+        quota_interval: u64,
+        now: u64,
+        settings: &TableSettings,
+    ) {
+        let max_pause = nanos(settings.max_pause);
+        if let Some(limit) = ServerLimit::from_headers(headers, std::time::SystemTime::now()) {
+            if let Some((quota, window)) = limit.policy.filter(|(q, _)| *q > 0) {
+                self.declared = nanos(window) / quota;
+            }
+            match (limit.remaining, limit.reset) {
+                (Some(0), Some(reset)) => self.pause_until(now + nanos(reset).min(max_pause)),
+                (Some(remaining), Some(reset)) => {
+                    self.hint = nanos(reset) / remaining;
+                    self.hint_until = now + nanos(reset);
+                }
+                _ => {}
+            }
+        }
+        let refused = status == http::StatusCode::TOO_MANY_REQUESTS
+            || status == http::StatusCode::SERVICE_UNAVAILABLE;
+        if !refused {
+            self.recover(quota_interval, settings);
+            return;
+        }
+        self.refusals += 1;
+        self.clean = 0;
+        if let Some(delay) = headers
+            .get(http::header::RETRY_AFTER)
+            .and_then(|v| crate::retry::parse_retry_after(v, std::time::SystemTime::now()).ok())
+        {
+            self.pause_until(now + nanos(delay).min(max_pause));
+        }
+        // Multiplicative decrease. Refusals of requests sent under the pace before the last cut
+        // say nothing about the new pace: cut once per round trip.
+        if admitted >= self.last_cut {
+            let current = self
+                .interval(now)
+                .max(quota_interval)
+                .max(self.sent_every)
+                .max(1_000_000);
+            self.refused_at = current;
+            self.backoff = (current as f64 / settings.decrease) as u64;
+            self.last_cut = now;
+        }
+    }
+
+    /// Additive increase: after a clean stretch, the rate grows by a share of the rate at which
+    /// the server last refused; once it reaches the quota, the quota alone paces the host.
+    fn recover(&mut self, quota_interval: u64, settings: &TableSettings) {
+        if self.backoff == 0 {
+            return;
+        }
+        self.clean += 1;
+        if self.clean < settings.clean_stretch {
+            return;
+        }
+        self.clean = 0;
+        let rate = 1e9 / self.backoff as f64;
+        let step = settings.recovery * 1e9 / self.refused_at.max(1) as f64;
+        let interval = (1e9 / (rate + step)) as u64;
+        self.backoff = if interval <= quota_interval || interval < 1_000_000 {
+            0
+        } else {
+            interval
+        };
+    }
+
+    fn pause_until(&mut self, until: u64) {
+        self.paused_until = self.paused_until.max(until);
+    }
+}
+
+/// governor's GCRA keeps its state in the table, beside everything else known of the host.
+impl governor::state::StateStore for TableStore {
+    type Key = HostKey;
+
+    fn measure_and_replace<T, F, E>(&self, key: &HostKey, f: F) -> Result<T, E>
+    where
+        F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
+    {
+        let table = &self.0;
+        let now = table.now();
+        table.with_host(key, now, |state, _| {
+            let previous = state.tat.checked_sub(1).map(Nanos::from);
+            let (outcome, tat) = f(previous)?;
+            state.tat = tat.as_u64() + 1;
+            Ok(outcome)
+        })
+    }
+}
+
+/// A handle on a table for governor.
+#[derive(Clone)]
+pub(crate) struct TableStore(pub(crate) std::sync::Arc<HostTable>);
+
+impl fmt::Debug for TableStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("TableStore").finish()
+    }
+}
+
+impl fmt::Debug for HostTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HostTable")
+            .field("hosts", &self.len())
+            .field("settings", &self.settings)
+            .finish()
+    }
+}
+
+/// The keys are already hashes.
+#[derive(Default)]
+struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) | u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+fn nanos(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// A panic while holding a shard leaves state that is still worth using.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}

@@ -1,0 +1,391 @@
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::future::join_all;
+use http::{Request, Response, StatusCode};
+use tokio::time::Instant;
+use tower::{BoxError, Layer, ServiceExt};
+
+use super::*;
+
+type Log = Arc<Mutex<Vec<(String, Instant)>>>;
+
+/// `n` a second, evenly spaced (governor's `per_second` alone allows a burst of `n`).
+fn per_second(n: u32) -> Quota {
+    Quota::per_second(NonZeroU32::new(n).unwrap()).allow_burst(NonZeroU32::MIN)
+}
+
+fn table() -> Arc<HostTable> {
+    Arc::new(HostTable::new(TableSettings::default().max_in_flight(64)))
+}
+
+/// A server that logs each arrival and answers with `respond(arrival number, host)`.
+fn server(
+    log: Log,
+    respond: impl Fn(usize, &str) -> Response<Bytes> + Clone + Send + Sync + 'static,
+) -> impl tower::Service<
+    Request<Bytes>,
+    Response = Response<Bytes>,
+    Error = BoxError,
+    Future = impl Send,
+> + Clone
++ Send
++ 'static {
+    tower::service_fn(move |request: Request<Bytes>| {
+        let host = request
+            .uri()
+            .authority()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        let n = {
+            let mut log = log.lock().unwrap();
+            log.push((host.clone(), Instant::now()));
+            log.iter().filter(|(h, _)| *h == host).count()
+        };
+        let response = respond(n, &host);
+        async move { Ok::<_, BoxError>(response) }
+    })
+}
+
+fn ok() -> Response<Bytes> {
+    Response::new(Bytes::new())
+}
+
+fn status(code: u16, headers: &[(&str, &str)]) -> Response<Bytes> {
+    let mut builder = Response::builder().status(code);
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    builder.body(Bytes::new()).unwrap()
+}
+
+fn get(url: &str) -> Request<Bytes> {
+    Request::get(url).body(Bytes::new()).unwrap()
+}
+
+fn arrivals(log: &Log, host: &str) -> Vec<Instant> {
+    log.lock()
+        .unwrap()
+        .iter()
+        .filter(|(h, _)| h == host)
+        .map(|(_, t)| *t)
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_quota_spaces_requests_to_a_host() {
+    let log = Log::default();
+    let service = RateLimitLayer::new(table())
+        .default_quota(per_second(10))
+        .jitter(0.0)
+        .layer(server(log.clone(), |_, _| ok()));
+    let started = Instant::now();
+    join_all((0..20).map(|_| service.clone().oneshot(get("http://a.test/")))).await;
+    let times = arrivals(&log, "a.test");
+    assert_eq!(times.len(), 20);
+    for pair in times.windows(2) {
+        assert!(
+            pair[1] - pair[0] >= Duration::from_millis(100),
+            "{:?}",
+            pair[1] - pair[0]
+        );
+    }
+    assert_eq!(
+        started.elapsed(),
+        Duration::from_millis(1900),
+        "and no slower than the quota"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_429_with_retry_after_pauses_the_whole_host_and_only_it() {
+    let log = Log::default();
+    let service = RateLimitLayer::new(table())
+        .jitter(0.0)
+        .layer(server(log.clone(), |n, host| {
+            if host == "a.test" && n == 1 {
+                status(429, &[("retry-after", "2")])
+            } else {
+                ok()
+            }
+        }));
+    let first = service
+        .clone()
+        .oneshot(get("http://a.test/1"))
+        .await
+        .unwrap();
+    assert_eq!(first.status(), StatusCode::TOO_MANY_REQUESTS);
+    let started = Instant::now();
+    let (same, other) = tokio::join!(
+        service.clone().oneshot(get("http://a.test/2")),
+        service.clone().oneshot(get("http://b.test/"))
+    );
+    assert!(same.is_ok() && other.is_ok());
+    assert_eq!(
+        arrivals(&log, "a.test")[1] - started,
+        Duration::from_secs(2)
+    );
+    assert_eq!(arrivals(&log, "b.test")[0] - started, Duration::ZERO);
+    let stats = service.table().stats(&HostKey::of("a.test", 80)).unwrap();
+    assert_eq!(stats.refusals, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn rate_limit_headers_set_the_pace_before_any_refusal() {
+    let log = Log::default();
+    let service = RateLimitLayer::new(table())
+        .jitter(0.0)
+        .layer(server(log.clone(), |_, _| {
+            status(
+                200,
+                &[
+                    ("ratelimit-policy", "\"default\";q=5;w=1"),
+                    ("ratelimit", "\"default\";r=4;t=1"),
+                ],
+            )
+        }));
+    for _ in 0..6 {
+        service
+            .clone()
+            .oneshot(get("http://a.test/"))
+            .await
+            .unwrap();
+    }
+    let times = arrivals(&log, "a.test");
+    for pair in times.windows(2) {
+        assert!(
+            pair[1] - pair[0] >= Duration::from_millis(200),
+            "{:?}",
+            pair[1] - pair[0]
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_budget_at_zero_pauses_until_the_reset() {
+    let log = Log::default();
+    let service = RateLimitLayer::new(table())
+        .jitter(0.0)
+        .layer(server(log.clone(), |n, _| {
+            if n == 1 {
+                status(
+                    200,
+                    &[("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", "3")],
+                )
+            } else {
+                ok()
+            }
+        }));
+    service
+        .clone()
+        .oneshot(get("http://a.test/"))
+        .await
+        .unwrap();
+    service
+        .clone()
+        .oneshot(get("http://a.test/"))
+        .await
+        .unwrap();
+    let times = arrivals(&log, "a.test");
+    assert_eq!(times[1] - times[0], Duration::from_secs(3));
+}
+
+/// A server that refuses, without any header, a request arriving less than `interval` after
+/// the last one it accepted (nginx's `limit_req` without a burst).
+fn strict_server(
+    log: Log,
+    interval: Duration,
+    refused: Arc<Mutex<u32>>,
+) -> impl tower::Service<
+    Request<Bytes>,
+    Response = Response<Bytes>,
+    Error = BoxError,
+    Future = impl Send,
+> + Clone
++ Send
++ 'static {
+    let last = Arc::new(Mutex::new(None::<Instant>));
+    tower::service_fn(move |_: Request<Bytes>| {
+        let now = Instant::now();
+        let mut last = last.lock().unwrap();
+        let response = if last.is_some_and(|t| now - t < interval) {
+            *refused.lock().unwrap() += 1;
+            status(429, &[])
+        } else {
+            *last = Some(now);
+            log.lock().unwrap().push(("a.test".into(), now));
+            ok()
+        };
+        async move { Ok::<_, BoxError>(response) }
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn refusals_without_headers_cut_the_pace_and_clean_stretches_restore_it() {
+    let (log, refused) = (Log::default(), Arc::new(Mutex::new(0)));
+    let inner = strict_server(log.clone(), Duration::from_millis(100), refused.clone());
+    // A quota 10× the server's, and a client that sends as fast as it may.
+    let service = RateLimitLayer::new(table())
+        .default_quota(per_second(100))
+        .jitter(0.0)
+        .layer(inner);
+    let mut accepted = 0;
+    let mut sent = 0;
+    while accepted < 200 {
+        sent += 1;
+        if service
+            .clone()
+            .oneshot(get("http://a.test/"))
+            .await
+            .unwrap()
+            .status()
+            .is_success()
+        {
+            accepted += 1;
+        }
+    }
+    let refused = *refused.lock().unwrap();
+    let times = arrivals(&log, "a.test");
+    let rate = (times.len() - 1) as f64 / (times[times.len() - 1] - times[0]).as_secs_f64();
+    println!("{sent} sent, {refused} refused, {rate:.2}/s accepted against a limit of 10/s");
+    assert!(
+        f64::from(refused) <= 0.10 * sent as f64,
+        "{refused} of {sent} refused"
+    );
+    assert!(rate >= 7.0, "rate {rate:.2}/s below 70% of the limit");
+    assert!(rate <= 10.0 + 1e-9);
+}
+
+#[tokio::test(start_paused = true)]
+async fn requests_in_flight_per_host_are_bounded() {
+    let in_flight = Arc::new(Mutex::new((0u32, 0u32)));
+    let counter = in_flight.clone();
+    let inner = tower::service_fn(move |_: Request<Bytes>| {
+        let counter = counter.clone();
+        async move {
+            {
+                let mut c = counter.lock().unwrap();
+                c.0 += 1;
+                c.1 = c.1.max(c.0);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            counter.lock().unwrap().0 -= 1;
+            Ok::<_, BoxError>(ok())
+        }
+    });
+    let table = Arc::new(HostTable::new(TableSettings::default().max_in_flight(3)));
+    let service = RateLimitLayer::new(table).layer(inner);
+    join_all((0..20).map(|_| service.clone().oneshot(get("http://a.test/")))).await;
+    assert_eq!(in_flight.lock().unwrap().1, 3);
+    assert_eq!(
+        service
+            .table()
+            .stats(&HostKey::of("a.test", 80))
+            .unwrap()
+            .in_flight,
+        0
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dropped_request_gives_its_place_back() {
+    let inner = tower::service_fn(|_: Request<Bytes>| async {
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        Ok::<_, BoxError>(ok())
+    });
+    let table = Arc::new(HostTable::new(TableSettings::default().max_in_flight(1)));
+    let service = RateLimitLayer::new(table).layer(inner);
+    let abandoned = tokio::time::timeout(
+        Duration::from_secs(1),
+        service.clone().oneshot(get("http://a.test/")),
+    )
+    .await;
+    assert!(abandoned.is_err());
+    assert_eq!(
+        service
+            .table()
+            .stats(&HostKey::of("a.test", 80))
+            .unwrap()
+            .in_flight,
+        0
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_host_does_not_hold_the_others_back() {
+    let log = Log::default();
+    let service = RateLimitLayer::new(table())
+        .host_quota("slow.test", per_second(1))
+        .unwrap()
+        .default_quota(per_second(20))
+        .jitter(0.0)
+        .layer(server(log.clone(), |_, _| ok()));
+    let started = Instant::now();
+    let slow = (0..5).map(|_| service.clone().oneshot(get("http://slow.test/")));
+    let fast = (0..20).map(|_| service.clone().oneshot(get("http://fast.test/")));
+    let (_, _) = tokio::join!(join_all(slow), join_all(fast));
+    let fast_times = arrivals(&log, "fast.test");
+    assert_eq!(
+        *fast_times.last().unwrap() - started,
+        Duration::from_millis(950)
+    );
+    assert_eq!(
+        *arrivals(&log, "slow.test").last().unwrap() - started,
+        Duration::from_secs(4)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn registrable_domains_share_a_budget() {
+    let log = Log::default();
+    let service = RateLimitLayer::new(table())
+        .default_quota(per_second(10))
+        .key_by(KeyBy::RegistrableDomain)
+        .jitter(0.0)
+        .layer(server(log.clone(), |_, _| ok()));
+    let started = Instant::now();
+    for host in ["www.example.co.uk", "img.example.co.uk", "example.co.uk"] {
+        service
+            .clone()
+            .oneshot(get(&format!("http://{host}/")))
+            .await
+            .unwrap();
+    }
+    assert_eq!(started.elapsed(), Duration::from_millis(200));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_million_hosts_keep_the_table_within_its_bound() {
+    const BOUND: usize = 10_000;
+    let table = HostTable::new(
+        TableSettings::default()
+            .max_hosts(BOUND)
+            .idle_ttl(Duration::from_secs(60)),
+    );
+    for n in 0..1_000_000u32 {
+        assert_eq!(
+            table.gate(&HostKey::new(&format!("host-{n}.test:443"))),
+            table::Gate::Open
+        );
+        if n % 1000 == 0 {
+            tokio::time::advance(Duration::from_millis(100)).await;
+        }
+    }
+    let (hosts, bytes) = (table.len(), table.memory_bytes());
+    println!(
+        "after 1,000,000 hosts: {hosts} kept, {bytes} bytes ({} per host)",
+        HostTable::BYTES_PER_HOST
+    );
+    assert!(hosts <= BOUND, "{hosts} hosts kept");
+    // The maps at their largest, with hashbrown's slack: 2× the bytes of the hosts kept.
+    assert!(
+        bytes <= 2 * BOUND * HostTable::BYTES_PER_HOST + 64 * 1024,
+        "{bytes} bytes"
+    );
+    const { assert!(HostTable::BYTES_PER_HOST <= 256) };
+    tokio::time::advance(Duration::from_secs(61)).await;
+    table.evict_idle();
+    assert_eq!(table.len(), 0, "idle hosts are forgotten");
+}
