@@ -144,6 +144,7 @@ async fn main() -> ExitCode {
     // per request in the budget instead of the default 20%.
     let client = match Client::builder()
         .max_attempts(8)
+        .max_in_flight_per_host(CONCURRENCY as u32)
         .backoff(Duration::from_millis(20), Duration::from_millis(200))
         .jitter_seed(2026)
         .retry_budget(Duration::from_secs(10), 10, 3.0)

@@ -17,6 +17,7 @@ async fn concurrent_posts_are_created_exactly_once_when_attempts_time_out() {
     // the budget allows 10 retries per request instead of the default 20%.
     let client = fast_client()
         .attempt_timeout(Duration::from_millis(100))
+        .max_in_flight_per_host(256)
         .max_attempts(20)
         .retry_budget(Duration::from_secs(10), 10, 10.0)
         .build()

@@ -19,6 +19,7 @@
 //! | `ANY /status/{code}/{id}?retry_after=V&body=B&content_type=T` | always that status, with that body |
 //! | `ANY /redirect?to=URL&status=302` | a redirect to `to` |
 //! | `ANY /echo` | the request's method, path and headers as JSON |
+//! | `ANY /limited/{id}?rate=R&burst=B&headers=H&retry_after=1` | a GCRA limit of R requests a second (burst B, default 1) per client; 429 past it |
 //!
 //! The idempotent create follows draft-ietf-httpapi-idempotency-key-header: the first request
 //! with a key is processed (`delay_ms`, in a task of its own so that a client that gives up does
@@ -27,6 +28,14 @@
 //! payload differs. A request without a key is processed every time, or refused with 400 when
 //! `require_key=1`. Each create counts against the client's reference (`ref` in a JSON or form
 //! body), so duplicates show in [`Stats::duplicate_creates`].
+//!
+//! `/limited/{id}` keeps one GCRA per client (the `x-client` header, else the peer address), on
+//! a microsecond clock with no slack: a request early by a microsecond is refused. It announces
+//! its limit in the `headers` form asked for: `draft` (`RateLimit` / `RateLimit-Policy` as
+//! Structured Field lists), `legacy` (`RateLimit-Limit`, `-Remaining`, `-Reset`), `x`
+//! (`X-RateLimit-*`, the reset as an epoch time) or `none` (bare 429s, as nginx's `limit_req`);
+//! `retry_after=1` adds `Retry-After` to refusals. [`MockServer::limits`] counts what it accepted
+//! and refused, second by second.
 //!
 //! # Example
 //!
@@ -56,7 +65,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use state::State;
-pub use state::Stats;
+pub use state::{LimitStats, Stats};
 
 /// A running mock server on a loopback port. Dropping it stops the server and every
 /// connection it holds.
@@ -116,6 +125,11 @@ impl MockServer {
         self.state.arrivals(path)
     }
 
+    /// What the rate-limited route at `path` (`/limited/{id}`) accepted and refused.
+    pub fn limits(&self, path: &str) -> LimitStats {
+        self.state.limit_stats(path)
+    }
+
     /// Stops accepting and closes every connection.
     pub fn shutdown(self) {}
 }
@@ -132,12 +146,12 @@ async fn accept_loop(listener: TcpListener, state: Arc<State>) {
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else { continue };
+                let Ok((stream, peer)) = accepted else { continue };
                 let _ = stream.set_nodelay(true);
                 let state = Arc::clone(&state);
                 connections.spawn(async move {
                     let service = hyper::service::service_fn(move |request| {
-                        routes::handle(Arc::clone(&state), request)
+                        routes::handle(Arc::clone(&state), peer, request)
                     });
                     // A connection that a client resets, or that a scenario cuts, ends here.
                     let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;

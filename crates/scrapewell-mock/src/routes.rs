@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -30,6 +31,7 @@ const PROBLEM_JSON: &str = "application/problem+json";
 
 pub(crate) async fn handle(
     state: Arc<State>,
+    peer: SocketAddr,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let path = request.uri().path().to_owned();
@@ -122,6 +124,7 @@ pub(crate) async fn handle(
         },
         (["redirect"], _) => redirect(&query),
         (["echo"], _) => echo(&request),
+        (["limited", _], _) => limited(&state, &path, peer, &request, &query),
         _ => text(StatusCode::NOT_FOUND, "no such scenario"),
     };
     Ok(response)
@@ -289,6 +292,78 @@ fn respond(status: StatusCode, content_type: &'static str, body: Bytes) -> Respo
 fn with_retry_after(mut response: Response<Body>, value: Option<&String>) -> Response<Body> {
     if let Some(value) = value.and_then(|v| HeaderValue::from_str(v).ok()) {
         response.headers_mut().insert(RETRY_AFTER, value);
+    }
+    response
+}
+
+/// A GCRA limit per client, announced in the header form the query asks for.
+fn limited(
+    state: &State,
+    path: &str,
+    peer: SocketAddr,
+    request: &Request<Incoming>,
+    query: &HashMap<String, String>,
+) -> Response<Body> {
+    let rate = query
+        .get("rate")
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|r| *r > 0.0 && r.is_finite())
+        .unwrap_or(10.0);
+    let burst = query
+        .get("burst")
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(1)
+        .max(1);
+    let client = request
+        .headers()
+        .get("x-client")
+        .and_then(|v| v.to_str().ok())
+        .map_or_else(|| peer.ip().to_string(), str::to_owned);
+    let verdict = state.limit(path, &client, rate, burst);
+    let mut response = if verdict.accepted {
+        text(StatusCode::OK, "within the limit")
+    } else {
+        text(StatusCode::TOO_MANY_REQUESTS, "rate limited")
+    };
+    let headers = response.headers_mut();
+    let whole_seconds = |d: Duration| d.as_secs() + u64::from(d.subsec_nanos() > 0);
+    // The policy as a whole-second window: `burst` requests at `rate` take `burst / rate` s.
+    let window = whole_seconds(Duration::from_secs_f64(burst as f64 / rate)).max(1);
+    let quota = (rate * window as f64).floor().max(1.0) as u64;
+    let (remaining, reset) = (verdict.remaining, whole_seconds(verdict.reset));
+    let mut put = |name: &'static str, value: String| {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.insert(name, value);
+        }
+    };
+    match query.get("headers").map(String::as_str) {
+        Some("draft") => {
+            put(
+                "ratelimit-policy",
+                format!("\"default\";q={quota};w={window}"),
+            );
+            put("ratelimit", format!("\"default\";r={remaining};t={reset}"));
+        }
+        Some("legacy") => {
+            put("ratelimit-limit", quota.to_string());
+            put("ratelimit-remaining", remaining.to_string());
+            put("ratelimit-reset", reset.to_string());
+        }
+        Some("x") => {
+            let epoch = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            put("x-ratelimit-limit", quota.to_string());
+            put("x-ratelimit-remaining", remaining.to_string());
+            put("x-ratelimit-reset", (epoch + reset).to_string());
+        }
+        _ => {}
+    }
+    if !verdict.accepted && query.get("retry_after").is_some_and(|v| v == "1") {
+        put(
+            "retry-after",
+            whole_seconds(verdict.retry_in).max(1).to_string(),
+        );
     }
     response
 }

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -42,12 +42,51 @@ pub struct Stats {
     pub stalls: u64,
 }
 
+/// What a rate-limited route accepted and refused.
+#[derive(Debug, Clone, Default, PartialEq)]
+#[non_exhaustive]
+pub struct LimitStats {
+    /// Requests let through.
+    pub accepted: u64,
+    /// Requests refused with 429.
+    pub refused: u64,
+    /// Accepted and refused requests in each second since the first request.
+    pub per_second: Vec<(u64, u64)>,
+    /// The rate of accepted requests between the first and the last, per second.
+    pub rate: Option<f64>,
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct State {
     requests: AtomicU64,
     pub(crate) counters: Counters,
     paths: Mutex<HashMap<String, PathLog>>,
     pub(crate) orders: Mutex<Orders>,
+    limits: Mutex<HashMap<String, Limited>>,
+}
+
+/// One rate-limited route: a GCRA per client, and what it decided.
+#[derive(Debug, Default)]
+struct Limited {
+    /// The theoretical arrival time of each client's next request.
+    tat: HashMap<String, Instant>,
+    first: Option<Instant>,
+    last_accepted: Option<Instant>,
+    accepted: u64,
+    refused: u64,
+    per_second: Vec<(u64, u64)>,
+}
+
+/// A GCRA verdict, with what the server announces.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LimitVerdict {
+    pub(crate) accepted: bool,
+    /// Requests left in the burst.
+    pub(crate) remaining: u64,
+    /// Until the burst is whole again.
+    pub(crate) reset: Duration,
+    /// Until the next request would be accepted.
+    pub(crate) retry_in: Duration,
 }
 
 #[derive(Debug, Default)]
@@ -131,6 +170,60 @@ impl State {
             .get(path)
             .map(|log| log.arrivals.clone())
             .unwrap_or_default()
+    }
+
+    /// One request from `client` to the limited route `path`: `rate` a second, `burst` at once.
+    pub(crate) fn limit(&self, path: &str, client: &str, rate: f64, burst: u64) -> LimitVerdict {
+        let now = Instant::now();
+        let interval = Duration::from_secs_f64(1.0 / rate);
+        let tolerance = interval * (burst.max(1) - 1) as u32;
+        let mut limits = lock(&self.limits);
+        let limited = limits.entry(path.to_owned()).or_default();
+        let first = *limited.first.get_or_insert(now);
+        let tat = limited.tat.get(client).copied().unwrap_or(now).max(now);
+        let accepted = tat.duration_since(now) <= tolerance;
+        let next_tat = if accepted { tat + interval } else { tat };
+        if accepted {
+            limited.tat.insert(client.to_owned(), next_tat);
+            limited.accepted += 1;
+            limited.last_accepted = Some(now);
+        } else {
+            limited.refused += 1;
+        }
+        let second = usize::try_from(now.duration_since(first).as_secs()).unwrap_or(usize::MAX);
+        if limited.per_second.len() <= second && second < 86_400 {
+            limited.per_second.resize(second + 1, (0, 0));
+        }
+        if let Some(slot) = limited.per_second.get_mut(second) {
+            if accepted { slot.0 += 1 } else { slot.1 += 1 }
+        }
+        let backlog = next_tat.duration_since(now);
+        LimitVerdict {
+            accepted,
+            remaining: ((tolerance + interval).saturating_sub(backlog).as_secs_f64()
+                / interval.as_secs_f64()) as u64,
+            reset: backlog,
+            retry_in: tat.duration_since(now).saturating_sub(tolerance),
+        }
+    }
+
+    pub(crate) fn limit_stats(&self, path: &str) -> LimitStats {
+        let limits = lock(&self.limits);
+        let Some(limited) = limits.get(path) else {
+            return LimitStats::default();
+        };
+        let rate = match (limited.first, limited.last_accepted) {
+            (Some(first), Some(last)) if limited.accepted > 1 && last > first => {
+                Some((limited.accepted - 1) as f64 / last.duration_since(first).as_secs_f64())
+            }
+            _ => None,
+        };
+        LimitStats {
+            accepted: limited.accepted,
+            refused: limited.refused,
+            per_second: limited.per_second.clone(),
+            rate,
+        }
     }
 
     pub(crate) fn orders(&self) -> MutexGuard<'_, Orders> {

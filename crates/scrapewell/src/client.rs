@@ -7,6 +7,9 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use scrapewell_core::idempotency::{
     IDEMPOTENCY_KEY, Idempotency, IdempotencyLayer, KeyFormat, KeyStrategy,
 };
+use scrapewell_core::ratelimit::{
+    HostStats, HostTable, KeyBy, Quota, RateLimit, RateLimitLayer, TableSettings,
+};
 use scrapewell_core::retry::{Retry, RetryBudget, RetryLayer, RetryPolicy};
 use scrapewell_core::timeout::{AttemptTimeout, AttemptTimeoutLayer};
 use tower::{Service, ServiceBuilder};
@@ -15,7 +18,7 @@ use crate::transport::{Outgoing, Transport, TransportConfig};
 use crate::{Error, IntoUrl, RequestBuilder};
 
 /// The layers every request goes through, outermost first.
-pub(crate) type Stack = Idempotency<Retry<AttemptTimeout<Transport>>>;
+pub(crate) type Stack = Idempotency<Retry<RateLimit<AttemptTimeout<Transport>>>>;
 pub(crate) type StackFuture = <Stack as Service<http::Request<Outgoing>>>::Future;
 
 /// A scraping client: reqwest underneath, with conflict-aware retries, idempotency keys and a
@@ -130,6 +133,13 @@ impl Client {
     pub(crate) fn max_body_size(&self) -> u64 {
         self.inner.max_body_size
     }
+
+    /// What the client has learned about the host of `url`: refusals, the pace it keeps, a
+    /// pause in force, requests in flight. `None` for a host it has not seen (or forgot).
+    pub fn host_stats(&self, url: impl IntoUrl) -> Option<HostStats> {
+        let uri = http::Uri::try_from(url.into_url().ok()?.as_str()).ok()?;
+        self.inner.stack.get_ref().get_ref().host_stats(&uri)
+    }
 }
 
 /// Configures a [`Client`].
@@ -145,6 +155,8 @@ impl Client {
 /// | idempotency keys | random UUID v4, quoted, in `Idempotency-Key` |
 /// | largest response body | 16 MiB |
 /// | redirects followed | 10 |
+/// | rate limit | none configured: hosts are paced by what they say (429, `Retry-After`, rate-limit headers) |
+/// | requests in flight per host | 8 |
 ///
 /// # Example
 ///
@@ -175,6 +187,11 @@ pub struct ClientBuilder {
     keys: KeySettings,
     max_body_size: u64,
     max_redirects: usize,
+    default_quota: Option<Quota>,
+    host_quotas: Vec<(String, Quota)>,
+    hosts: TableSettings,
+    key_hosts_by: KeyBy,
+    rate_limit_jitter: Option<f64>,
     error: Option<Error>,
 }
 
@@ -193,6 +210,11 @@ impl Default for ClientBuilder {
             },
             max_body_size: 16 << 20,
             max_redirects: 10,
+            default_quota: None,
+            host_quotas: Vec::new(),
+            hosts: TableSettings::default(),
+            key_hosts_by: KeyBy::default(),
+            rate_limit_jitter: None,
             error: None,
         }
     }
@@ -313,6 +335,60 @@ impl ClientBuilder {
         self
     }
 
+    /// At most `per_second` requests a second to each host no pattern matches, evenly spaced
+    /// (2% below it, so that servers counting whole milliseconds never see one early).
+    pub fn rate_limit(mut self, per_second: f64) -> Self {
+        match even_quota(per_second) {
+            Some(quota) => self.default_quota = Some(quota),
+            None => self.fail("rate limit must be a positive number of requests a second"),
+        }
+        self
+    }
+
+    /// At most `per_second` requests a second to each host matching `pattern` (`example.com`,
+    /// `example.com:8080`, `127.0.0.2`, `*.example.com`); the first matching pattern applies.
+    pub fn host_rate_limit(mut self, pattern: &str, per_second: f64) -> Self {
+        match even_quota(per_second) {
+            Some(quota) => self.host_quotas.push((pattern.to_owned(), quota)),
+            None => self.fail("host rate limit must be a positive number of requests a second"),
+        }
+        self
+    }
+
+    /// A governor [`Quota`] (with a burst) for the hosts matching `pattern`, or for every other
+    /// host when `pattern` is `None`.
+    pub fn quota(mut self, pattern: Option<&str>, quota: Quota) -> Self {
+        match pattern {
+            Some(pattern) => self.host_quotas.push((pattern.to_owned(), quota)),
+            None => self.default_quota = Some(quota),
+        }
+        self
+    }
+
+    /// Requests in flight at once per host (8 by default, as Scrapy's).
+    pub fn max_in_flight_per_host(mut self, requests: u32) -> Self {
+        self.hosts = self.hosts.max_in_flight(requests);
+        self
+    }
+
+    /// How requests are grouped into the hosts that share a budget (host and port by default).
+    pub fn key_hosts_by(mut self, key_by: KeyBy) -> Self {
+        self.key_hosts_by = key_by;
+        self
+    }
+
+    /// The host table: idle TTL, size cap, longest pause, and how the pace adapts.
+    pub fn host_table(mut self, settings: TableSettings) -> Self {
+        self.hosts = settings;
+        self
+    }
+
+    /// The jitter added to rate-limit waits, as a share of the wait (2% by default).
+    pub fn rate_limit_jitter(mut self, share: f64) -> Self {
+        self.rate_limit_jitter = Some(share);
+        self
+    }
+
     /// The client.
     pub fn build(self) -> Result<Client, Error> {
         if let Some(error) = self.error {
@@ -338,6 +414,19 @@ impl ClientBuilder {
             .strategy(self.key_strategy)
             .format(self.keys.format)
             .header_name(self.keys.header.clone());
+        let mut rate_limit = RateLimitLayer::new(Arc::new(HostTable::new(self.hosts)))
+            .key_by(self.key_hosts_by)
+            .jitter(self.rate_limit_jitter.unwrap_or(0.02));
+        for (pattern, quota) in self.host_quotas {
+            rate_limit = rate_limit
+                .host_quota(&pattern, quota)
+                .map_err(|e| Error::Config {
+                    reason: e.to_string(),
+                })?;
+        }
+        if let Some(quota) = self.default_quota {
+            rate_limit = rate_limit.default_quota(quota);
+        }
         let timeout = match self.attempt_timeout {
             Some(timeout) => AttemptTimeoutLayer::new(timeout),
             None => AttemptTimeoutLayer::none(),
@@ -345,6 +434,7 @@ impl ClientBuilder {
         let stack = ServiceBuilder::new()
             .layer(keys)
             .layer(RetryLayer::new(self.policy))
+            .layer(rate_limit)
             .layer(timeout)
             .service(transport);
         Ok(Client {
@@ -366,4 +456,12 @@ impl ClientBuilder {
             reason: reason.to_owned(),
         });
     }
+}
+
+/// `per_second` requests a second, one at a time.
+fn even_quota(per_second: f64) -> Option<Quota> {
+    if !(per_second.is_finite() && per_second > 0.0) {
+        return None;
+    }
+    Quota::with_period(Duration::try_from_secs_f64(1.0 / per_second).ok()?)
 }

@@ -9,7 +9,9 @@
 //!  └ trace span (one per logical request; an event per attempt)
 //!    └ IdempotencyLayer — one key per logical POST / PATCH, reused by every attempt
 //!      └ RetryLayer     — conflict-aware classification, backoff, deadline, retry budget
-//!        └ transport    — reqwest; redirects followed; the body read whole, within a cap
+//!        └ RateLimitLayer — per-host pace: quotas, pauses, what the server says, in flight
+//!          └ attempt timeout
+//!            └ transport  — reqwest; redirects followed; the body read whole, within a cap
 //! ```
 //!
 //! # Example
@@ -50,4 +52,5 @@ pub use transport::TransportError;
 
 pub use scrapewell_core::ProblemDetails;
 pub use scrapewell_core::idempotency::{KeyFormat, KeyStrategy};
+pub use scrapewell_core::ratelimit::{HostStats, KeyBy, Quota, TableSettings};
 pub use scrapewell_core::retry::{Attempts, RetryReason, RetryRecord, TransientConflict};

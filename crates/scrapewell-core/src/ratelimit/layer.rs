@@ -15,6 +15,8 @@ use super::{HostKey, HostTable, Quota, RateLimit};
 ///
 /// Without any quota, hosts are paced only by what they say (pauses, rate-limit headers,
 /// refusals). A host matches the first pattern that fits it, in the order they were added.
+/// Hosts are paced 2% below their quota, so that a server whose clock counts whole
+/// milliseconds (nginx's `limit_req`) never sees a request early.
 ///
 /// # Example
 ///
@@ -143,11 +145,21 @@ impl RateLimitLayer {
     }
 }
 
+/// How much slower than its quota a host is paced: a server whose clock counts whole
+/// milliseconds (nginx's `limit_req`) must never see a request early.
+const MARGIN: f64 = 0.02;
+
 impl Limiter {
     fn new(quota: Quota, table: &Arc<HostTable>) -> Limiter {
+        let paced = Quota::with_period(quota.replenish_interval().mul_f64(1.0 + MARGIN))
+            .map_or(quota, |paced| paced.allow_burst(quota.burst_size()));
         let clock = TableClock(tokio::time::Instant::now());
-        let gcra = RateLimiter::new(quota, TableStore(Arc::clone(table)), clock.clone());
-        Limiter { gcra, clock, quota }
+        let gcra = RateLimiter::new(paced, TableStore(Arc::clone(table)), clock.clone());
+        Limiter {
+            gcra,
+            clock,
+            quota: paced,
+        }
     }
 
     /// The spacing of the quota in nanoseconds.

@@ -84,6 +84,12 @@ impl<S> RateLimit<S> {
     pub fn table(&self) -> &Arc<HostTable> {
         &self.shared.table
     }
+
+    /// What the table knows about the host `uri` belongs to.
+    pub fn host_stats(&self, uri: &http::Uri) -> Option<HostStats> {
+        let (key, _) = self.shared.route(uri)?;
+        self.shared.table.stats(&key)
+    }
 }
 
 impl<S, B, ResB> Service<Request<B>> for RateLimit<S>
