@@ -336,7 +336,7 @@ impl ClientBuilder {
     }
 
     /// At most `per_second` requests a second to each host no pattern matches, evenly spaced
-    /// (2% below it, so that servers counting whole milliseconds never see one early).
+    /// (1% below it, so that servers counting whole milliseconds never see one early).
     pub fn rate_limit(mut self, per_second: f64) -> Self {
         match even_quota(per_second) {
             Some(quota) => self.default_quota = Some(quota),
@@ -383,7 +383,7 @@ impl ClientBuilder {
         self
     }
 
-    /// The jitter added to rate-limit waits, as a share of the wait (2% by default).
+    /// The jitter added to rate-limit waits, as a share of the wait (1% by default).
     pub fn rate_limit_jitter(mut self, share: f64) -> Self {
         self.rate_limit_jitter = Some(share);
         self
@@ -416,7 +416,7 @@ impl ClientBuilder {
             .header_name(self.keys.header.clone());
         let mut rate_limit = RateLimitLayer::new(Arc::new(HostTable::new(self.hosts)))
             .key_by(self.key_hosts_by)
-            .jitter(self.rate_limit_jitter.unwrap_or(0.02));
+            .jitter(self.rate_limit_jitter.unwrap_or(0.01));
         for (pattern, quota) in self.host_quotas {
             rate_limit = rate_limit
                 .host_quota(&pattern, quota)

@@ -13,7 +13,7 @@
 //!   let it creep back up, never above the configured quota (AIMD).
 //!
 //! The state lives in a [`HostTable`] shared by every request of the client; its memory is
-//! bounded. Waits get a jitter of up to 5% so that waiting tasks do not wake in a herd.
+//! bounded. Waits get a jitter of up to 1% so that clients started together drift apart.
 //!
 //! # Example
 //!

@@ -13,6 +13,8 @@ use tokio::time::Instant;
 use super::ServerLimit;
 
 const SHARDS: usize = 32;
+/// The window over which the rate a host accepts is measured: one second.
+const WINDOW: u64 = 1_000_000_000;
 /// Each shard looks for idle hosts after this many new ones.
 const SWEEP_EVERY: u32 = 1024;
 
@@ -53,10 +55,10 @@ pub struct TableSettings {
     pub max_in_flight: u32,
     /// The longest pause a server can impose on a host through `Retry-After` or a reset (60 s).
     pub max_pause: Duration,
-    /// What a refusal leaves of the rate (0.7, as TCP CUBIC: a cut to half gives up more
-    /// throughput than the refusals it saves).
+    /// What a refusal near the host's limit leaves of the rate (0.85: a cut to half gives up
+    /// more throughput than the refusals it saves).
     pub decrease: f64,
-    /// Clean responses in a row before the pace creeps up again (5).
+    /// Clean responses in a row before the pace creeps up again (10).
     pub clean_stretch: u32,
     /// How much the rate creeps up after each clean stretch, as a share of the rate at which
     /// the server last refused (5%).
@@ -70,8 +72,8 @@ impl Default for TableSettings {
             max_hosts: 100_000,
             max_in_flight: 8,
             max_pause: Duration::from_secs(60),
-            decrease: 0.7,
-            clean_stretch: 5,
+            decrease: 0.85,
+            clean_stretch: 10,
             recovery: 0.05,
         }
     }
@@ -200,6 +202,11 @@ struct HostState {
     /// A moving average of the spacing between admissions, and the last one.
     sent_every: u64,
     last_admit: u64,
+    /// Responses the host accepted since `window_start`, to measure the rate it delivers.
+    window_start: u64,
+    window_accepted: u32,
+    /// The spacing of the accepted requests in the last whole window.
+    delivered_every: u64,
     refusals: u32,
     clean: u32,
     in_flight: u32,
@@ -444,6 +451,7 @@ impl HostState {
         let refused = status == http::StatusCode::TOO_MANY_REQUESTS
             || status == http::StatusCode::SERVICE_UNAVAILABLE;
         if !refused {
+            self.count_accepted(now);
             self.recover(quota_interval, settings);
             return;
         }
@@ -464,13 +472,47 @@ impl HostState {
                 .max(self.sent_every)
                 .max(1_000_000);
             self.refused_at = current;
-            self.backoff = (current as f64 / settings.decrease) as u64;
+            // Far above what the host accepts (a client starting at 10× its limit), jump to a
+            // tenth below the rate it delivered; near it, cut the rate by `decrease`; with no
+            // measure of it yet, cut it to two thirds (a halving overshoots far below the limit,
+            // and climbing back at a slow rate takes long).
+            let gentle = (current as f64 / settings.decrease) as u64;
+            self.backoff = match self.delivered_every(now) {
+                Some(delivered) if delivered > current * 3 / 2 => gentle.max(delivered * 11 / 10),
+                Some(_) => gentle,
+                None => current.saturating_mul(3) / 2,
+            };
             self.last_cut = now;
         }
     }
 
-    /// Additive increase: after a clean stretch, the rate grows by a share of the rate at which
-    /// the server last refused; once it reaches the quota, the quota alone paces the host.
+    /// Counts an accepted response in the current window of one second.
+    fn count_accepted(&mut self, now: u64) {
+        if self.window_start == 0 || now - self.window_start >= WINDOW {
+            if self.window_start > 0 && self.window_accepted > 1 {
+                self.delivered_every = (now - self.window_start) / u64::from(self.window_accepted);
+            }
+            self.window_start = now;
+            self.window_accepted = 0;
+        }
+        self.window_accepted += 1;
+    }
+
+    /// The spacing of the requests the host accepted lately: over the last whole window (a
+    /// second of data), or before there is one, over the current window once it spans a tenth
+    /// of a second and a few responses.
+    fn delivered_every(&self, now: u64) -> Option<u64> {
+        if self.delivered_every > 0 {
+            return Some(self.delivered_every);
+        }
+        let elapsed = now.saturating_sub(self.window_start);
+        (self.window_start > 0 && elapsed >= WINDOW / 10 && self.window_accepted >= 3)
+            .then(|| elapsed / u64::from(self.window_accepted - 1))
+    }
+
+    /// Increase: after a clean stretch, the rate grows by a third of its distance to the rate at
+    /// which the server last refused, and by at least a share of that rate (fast when far below
+    /// it, gently near it, as CUBIC); once it reaches the quota, the quota alone paces the host.
     fn recover(&mut self, quota_interval: u64, settings: &TableSettings) {
         if self.backoff == 0 {
             return;
@@ -481,7 +523,8 @@ impl HostState {
         }
         self.clean = 0;
         let rate = 1e9 / self.backoff as f64;
-        let step = settings.recovery * 1e9 / self.refused_at.max(1) as f64;
+        let refused_rate = 1e9 / self.refused_at.max(1) as f64;
+        let step = (settings.recovery * refused_rate).max((refused_rate - rate) / 3.0);
         let interval = (1e9 / (rate + step)) as u64;
         self.backoff = if interval <= quota_interval || interval < 1_000_000 {
             0

@@ -1,0 +1,168 @@
+//! Per-host rate limiting against the mock's strict per-client GCRA, asserted at the server.
+
+mod common;
+
+use std::time::Duration;
+
+use futures_util::{StreamExt, stream};
+use scrapewell::Client;
+use scrapewell_mock::MockServer;
+
+use common::fast_client;
+
+/// These tests measure pace at the server: run them one at a time, so that they do not take
+/// the two cores from each other and delay requests on their way out.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Sends `count` GETs to `url`, `concurrency` at a time; every one must succeed.
+async fn crawl(client: &Client, url: &str, count: usize, concurrency: usize) {
+    let results = stream::iter(0..count)
+        .map(|_| client.get(url).send())
+        .buffer_unordered(concurrency)
+        .collect::<Vec<_>>()
+        .await;
+    for result in results {
+        let response = result.expect("every request completes");
+        assert_eq!(response.status(), 200);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quota_equal_to_the_server_limit_is_never_refused_and_reaches_95_percent() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let server = MockServer::start().await.unwrap();
+    let client = fast_client().rate_limit(20.0).build().unwrap();
+    crawl(&client, &server.url("/limited/equal?rate=20"), 200, 4).await;
+    let limits = server.limits("/limited/equal");
+    let rate = limits.rate.unwrap();
+    println!(
+        "quota 20/s against a limit of 20/s: {} accepted, {} refused, {rate:.2}/s",
+        limits.accepted, limits.refused
+    );
+    assert_eq!(limits.refused, 0);
+    assert!(rate >= 0.95 * 20.0, "{rate:.2}/s is below 95% of the quota");
+    assert!(rate <= 20.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eight_hosts_keep_their_own_pace_and_a_slow_one_holds_no_other_back() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    // 127.0.0.2 ... 127.0.0.9 are all loopback; each host gets its own server and quota.
+    let rates = [1.0, 10.0, 15.0, 20.0, 25.0, 30.0, 35.0, 40.0];
+    let mut servers = Vec::new();
+    let mut builder = fast_client();
+    for (i, rate) in rates.iter().enumerate() {
+        let host = format!("127.0.0.{}", i + 2);
+        let server = MockServer::start_on(format!("{host}:0").parse().unwrap())
+            .await
+            .unwrap();
+        builder = builder.host_rate_limit(&host, *rate);
+        servers.push(server);
+    }
+    let client = builder.max_in_flight_per_host(4).build().unwrap();
+    let started = std::time::Instant::now();
+    // Two seconds' worth for each host (the slow one: 5 requests, 4 s), all at once. Eight
+    // servers and their clients share two cores here, so a request can leave a few ms late:
+    // the servers tolerate one early request (burst 2), as most do, and the pace is judged by
+    // the rate each reached.
+    let crawls = servers.iter().zip(rates).map(|(server, rate)| {
+        let client = client.clone();
+        let url = server.url(&format!("/limited/host?rate={rate}&burst=2"));
+        let count = if rate < 2.0 {
+            5
+        } else {
+            (2.0 * rate) as usize + 1
+        };
+        async move { crawl(&client, &url, count, 8).await }
+    });
+    futures_util::future::join_all(crawls).await;
+    for (server, rate) in servers.iter().zip(rates) {
+        let limits = server.limits("/limited/host");
+        let last = *server.arrivals("/limited/host").last().unwrap();
+        let took = last.duration_since(started);
+        println!(
+            "{}: quota {rate}/s, {} accepted, {} refused, {:.2}/s, done after {took:.2?}",
+            server.addr(),
+            limits.accepted,
+            limits.refused,
+            limits.rate.unwrap_or(0.0)
+        );
+        assert_eq!(limits.refused, 0, "{} was refused", server.addr());
+        let reached = limits.rate.unwrap();
+        assert!(
+            reached <= rate && reached >= 0.9 * rate,
+            "{}: {reached:.2}/s for a quota of {rate}/s",
+            server.addr()
+        );
+        if rate > 1.0 {
+            assert!(
+                took < Duration::from_secs(3),
+                "{} waited on the slow host: {took:?}",
+                server.addr()
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_times_the_limit_with_rate_limit_headers_is_at_most_5_percent_refused() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    for form in ["draft", "legacy", "x"] {
+        let server = MockServer::start().await.unwrap();
+        let client = fast_client()
+            .rate_limit(200.0)
+            .max_attempts(10)
+            .build()
+            .unwrap();
+        let url = server.url(&format!(
+            "/limited/headers?rate=20&burst=20&headers={form}&retry_after=1"
+        ));
+        crawl(&client, &url, 100, 4).await;
+        let limits = server.limits("/limited/headers");
+        let total = limits.accepted + limits.refused;
+        println!(
+            "{form}: {} accepted, {} refused, {:.2}/s",
+            limits.accepted,
+            limits.refused,
+            limits.rate.unwrap_or(0.0)
+        );
+        assert_eq!(limits.accepted, 100, "{form}: all complete");
+        assert!(
+            limits.refused * 20 <= total,
+            "{form}: {} of {total} refused",
+            limits.refused
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_times_the_limit_without_headers_adapts_to_at_most_10_percent_refused_and_70_percent_of_the_rate()
+ {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let server = MockServer::start().await.unwrap();
+    let client = fast_client()
+        .rate_limit(200.0)
+        .max_attempts(10)
+        .build()
+        .unwrap();
+    crawl(&client, &server.url("/limited/bare?rate=20"), 200, 4).await;
+    let limits = server.limits("/limited/bare");
+    let total = limits.accepted + limits.refused;
+    let rate = limits.rate.unwrap();
+    let stats = client.host_stats(server.base_url()).unwrap();
+    println!(
+        "bare 429s: {} accepted, {} refused, {rate:.2}/s; pace learned {:?}; per second {:?}",
+        limits.accepted, limits.refused, stats.interval, limits.per_second
+    );
+    assert_eq!(limits.accepted, 200, "all complete");
+    assert!(
+        limits.refused * 10 <= total,
+        "{} of {total} refused",
+        limits.refused
+    );
+    assert!(
+        rate >= 0.70 * 20.0,
+        "{rate:.2}/s is below 70% of the server's limit"
+    );
+    assert_eq!(stats.refusals as u64, limits.refused);
+}
