@@ -10,8 +10,12 @@ use scrapewell_mock::MockServer;
 
 use common::fast_client;
 
-/// These tests measure pace at the server: run them one at a time, so that they do not take
-/// the two cores from each other and delay requests on their way out.
+/// A free port on 127.0.0.1.
+const LOOPBACK: std::net::SocketAddr =
+    std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
+
+/// These tests measure pace at the server (each started on a thread of its own): run them one
+/// at a time, so that they do not take the two cores from each other.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Sends `count` GETs to `url`, `concurrency` at a time; every one must succeed.
@@ -30,7 +34,7 @@ async fn crawl(client: &Client, url: &str, count: usize, concurrency: usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_quota_equal_to_the_server_limit_is_never_refused_and_reaches_95_percent() {
     let _turn = ONE_AT_A_TIME.lock().await;
-    let server = MockServer::start().await.unwrap();
+    let server = MockServer::start_dedicated(LOOPBACK).unwrap();
     let client = fast_client().rate_limit(20.0).build().unwrap();
     crawl(&client, &server.url("/limited/equal?rate=20"), 200, 4).await;
     let limits = server.limits("/limited/equal");
@@ -108,7 +112,7 @@ async fn eight_hosts_keep_their_own_pace_and_a_slow_one_holds_no_other_back() {
 async fn ten_times_the_limit_with_rate_limit_headers_is_at_most_5_percent_refused() {
     let _turn = ONE_AT_A_TIME.lock().await;
     for form in ["draft", "legacy", "x"] {
-        let server = MockServer::start().await.unwrap();
+        let server = MockServer::start_dedicated(LOOPBACK).unwrap();
         let client = fast_client()
             .rate_limit(200.0)
             .max_attempts(10)
@@ -139,7 +143,7 @@ async fn ten_times_the_limit_with_rate_limit_headers_is_at_most_5_percent_refuse
 async fn ten_times_the_limit_without_headers_adapts_to_at_most_10_percent_refused_and_70_percent_of_the_rate()
  {
     let _turn = ONE_AT_A_TIME.lock().await;
-    let server = MockServer::start().await.unwrap();
+    let server = MockServer::start_dedicated(LOOPBACK).unwrap();
     let client = fast_client()
         .rate_limit(200.0)
         .max_attempts(10)

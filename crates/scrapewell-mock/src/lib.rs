@@ -74,6 +74,11 @@ pub struct MockServer {
     addr: SocketAddr,
     state: Arc<State>,
     accept: JoinHandle<()>,
+    /// The server's own thread, when it has one: told to stop when the server is dropped.
+    dedicated: Option<(
+        tokio::sync::oneshot::Sender<()>,
+        std::thread::JoinHandle<()>,
+    )>,
 }
 
 impl MockServer {
@@ -92,7 +97,43 @@ impl MockServer {
             addr,
             state,
             accept,
+            dedicated: None,
         })
+    }
+
+    /// Starts a server on `addr` on a thread and runtime of its own, so that the client under
+    /// test does not share a scheduler with it: a test that measures pace at the server wants
+    /// arrivals stamped when they arrive, not when a busy runtime gets to them.
+    pub fn start_dedicated(addr: SocketAddr) -> io::Result<Self> {
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("scrapewell-mock".into())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(error) => {
+                        let _ = ready_tx.send(Err(error));
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    let started = MockServer::start_on(addr).await;
+                    let ok = started.is_ok();
+                    let _ = ready_tx.send(started);
+                    if ok {
+                        let _ = stop_rx.await;
+                    }
+                });
+            })?;
+        let mut server = ready_rx
+            .recv()
+            .map_err(|_| io::Error::other("the mock server's thread ended before it started"))??;
+        server.dedicated = Some((stop_tx, thread));
+        Ok(server)
     }
 
     /// The address the server listens on.
@@ -137,6 +178,10 @@ impl MockServer {
 impl Drop for MockServer {
     fn drop(&mut self) {
         self.accept.abort();
+        if let Some((stop, thread)) = self.dedicated.take() {
+            let _ = stop.send(());
+            let _ = thread.join();
+        }
     }
 }
 

@@ -60,8 +60,8 @@ pub struct TableSettings {
     pub decrease: f64,
     /// Clean responses in a row before the pace creeps up again (10).
     pub clean_stretch: u32,
-    /// How much the rate creeps up after each clean stretch, as a share of the rate at which
-    /// the server last refused (5%).
+    /// The least the rate creeps up after each clean stretch, as a share of the rate at which
+    /// the server last refused (2%).
     pub recovery: f64,
 }
 
@@ -74,7 +74,7 @@ impl Default for TableSettings {
             max_pause: Duration::from_secs(60),
             decrease: 0.85,
             clean_stretch: 10,
-            recovery: 0.05,
+            recovery: 0.02,
         }
     }
 }
@@ -199,12 +199,15 @@ struct HostState {
     refused_at: u64,
     /// When the pace was last cut: refusals of requests sent before it do not cut it again.
     last_cut: u64,
+    /// When the pace last stepped up.
+    last_step: u64,
     /// A moving average of the spacing between admissions, and the last one.
     sent_every: u64,
     last_admit: u64,
     /// Responses the host accepted since `window_start`, to measure the rate it delivers.
     window_start: u64,
     window_accepted: u32,
+    window_refused: u32,
     /// The spacing of the accepted requests in the last whole window.
     delivered_every: u64,
     refusals: u32,
@@ -292,9 +295,13 @@ impl HostTable {
     pub(crate) fn gate(&self, key: &HostKey) -> Gate {
         let now = self.now();
         self.with_host(key, now, |state, settings| {
+            // A host that refused before its rate could be measured takes one request at a time
+            // until it can be: requests already in flight at the old pace would be refused too.
+            let probing = state.refusals > 0 && state.delivered_every(now).is_none();
+            let max_in_flight = if probing { 1 } else { settings.max_in_flight };
             if state.paused_until > now {
                 Gate::Paused(Duration::from_nanos(state.paused_until - now))
-            } else if state.in_flight >= settings.max_in_flight {
+            } else if state.in_flight >= max_in_flight {
                 Gate::Busy
             } else {
                 Gate::Open
@@ -452,10 +459,11 @@ impl HostState {
             || status == http::StatusCode::SERVICE_UNAVAILABLE;
         if !refused {
             self.count_accepted(now);
-            self.recover(quota_interval, settings);
+            self.recover(quota_interval, now, settings);
             return;
         }
         self.refusals += 1;
+        self.window_refused += 1;
         self.clean = 0;
         if let Some(delay) = headers
             .get(http::header::RETRY_AFTER)
@@ -472,17 +480,21 @@ impl HostState {
                 .max(self.sent_every)
                 .max(1_000_000);
             self.refused_at = current;
-            // Far above what the host accepts (a client starting at 10× its limit), jump to a
-            // tenth below the rate it delivered; near it, cut the rate by `decrease`; with no
-            // measure of it yet, cut it to two thirds (a halving overshoots far below the limit,
-            // and climbing back at a slow rate takes long).
+            // Refused for a third of this window (a client starting at 10× the host's limit),
+            // jump to a tenth below the rate it delivered: that rate is its limit. (When the
+            // client itself sent slowly, the delivered rate is only its own.) Near the limit,
+            // cut the rate by `decrease`; with no measure yet, quarter it: a client told nothing
+            // starts milliseconds apart and each step down costs a refusal.
             let gentle = (current as f64 / settings.decrease) as u64;
             self.backoff = match self.delivered_every(now) {
-                Some(delivered) if delivered > current * 3 / 2 => gentle.max(delivered * 11 / 10),
+                Some(delivered) if self.window_refused * 2 >= self.window_accepted => {
+                    gentle.max(delivered * 11 / 10)
+                }
                 Some(_) => gentle,
-                None => current.saturating_mul(3) / 2,
+                None => current.saturating_mul(4),
             };
             self.last_cut = now;
+            self.last_step = now;
         }
     }
 
@@ -494,6 +506,7 @@ impl HostState {
             }
             self.window_start = now;
             self.window_accepted = 0;
+            self.window_refused = 0;
         }
         self.window_accepted += 1;
     }
@@ -510,21 +523,25 @@ impl HostState {
             .then(|| elapsed / u64::from(self.window_accepted - 1))
     }
 
-    /// Increase: after a clean stretch, the rate grows by a third of its distance to the rate at
-    /// which the server last refused, and by at least a share of that rate (fast when far below
-    /// it, gently near it, as CUBIC); once it reaches the quota, the quota alone paces the host.
-    fn recover(&mut self, quota_interval: u64, settings: &TableSettings) {
+    /// Increase: after a clean stretch, the rate grows by a third of its distance to just below
+    /// the rate at which the server last refused, and by at least a small share of that rate:
+    /// fast when far below it, a plateau near it that probes rarely (as CUBIC). Once the rate
+    /// reaches the quota, the quota alone paces the host.
+    fn recover(&mut self, quota_interval: u64, now: u64, settings: &TableSettings) {
         if self.backoff == 0 {
             return;
         }
         self.clean += 1;
-        if self.clean < settings.clean_stretch {
+        // A stretch is a number of clean responses, or half a second of them at a slow pace.
+        let long_enough = self.clean >= 2 && now.saturating_sub(self.last_step) >= WINDOW / 2;
+        if self.clean < settings.clean_stretch && !long_enough {
             return;
         }
         self.clean = 0;
+        self.last_step = now;
         let rate = 1e9 / self.backoff as f64;
         let refused_rate = 1e9 / self.refused_at.max(1) as f64;
-        let step = (settings.recovery * refused_rate).max((refused_rate - rate) / 3.0);
+        let step = (settings.recovery * refused_rate).max((0.98 * refused_rate - rate) / 3.0);
         let interval = (1e9 / (rate + step)) as u64;
         self.backoff = if interval <= quota_interval || interval < 1_000_000 {
             0

@@ -1,0 +1,184 @@
+//! Against a real nginx with `limit_req rate=10r/s` and `limit_req_status 429`, asserted from
+//! nginx's own access log. nginx is installed from Debian's packages when it is missing.
+
+mod common;
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures_util::{StreamExt, stream};
+use scrapewell::Client;
+
+use common::{closed_port, fast_client};
+
+const NGINX: &str = "/usr/sbin/nginx";
+
+/// The tests measure pace at the server: one at a time.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// An nginx of the test's own, stopped and cleaned up when dropped.
+struct Nginx {
+    process: Child,
+    prefix: PathBuf,
+    port: u16,
+}
+
+impl Nginx {
+    fn start(name: &str) -> Nginx {
+        install_nginx();
+        let prefix =
+            std::env::temp_dir().join(format!("scrapewell-nginx-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&prefix);
+        std::fs::create_dir_all(prefix.join("html")).expect("nginx prefix");
+        std::fs::write(prefix.join("html/index.html"), "ok\n").expect("index.html");
+        let port = closed_port();
+        let template = include_str!("../nginx/limit_req.conf");
+        let config = template
+            .replace("{{prefix}}", &prefix.display().to_string())
+            .replace("{{port}}", &port.to_string());
+        std::fs::write(prefix.join("nginx.conf"), config).expect("nginx.conf");
+        let process = Command::new(NGINX)
+            .arg("-p")
+            .arg(&prefix)
+            .arg("-c")
+            .arg(prefix.join("nginx.conf"))
+            .arg("-e")
+            .arg(prefix.join("error.log"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start nginx");
+        let nginx = Nginx {
+            process,
+            prefix,
+            port,
+        };
+        let started = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "nginx did not listen on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        nginx
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/", self.port)
+    }
+
+    /// `(time, status)` of every request nginx logged.
+    fn log(&self) -> Vec<(f64, u16)> {
+        let log = std::fs::read_to_string(self.prefix.join("access.log")).unwrap_or_default();
+        log.lines()
+            .filter_map(|line| {
+                let (time, status) = line.split_once(' ')?;
+                Some((time.parse().ok()?, status.trim().parse().ok()?))
+            })
+            .collect()
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+        let _ = std::fs::remove_dir_all(&self.prefix);
+    }
+}
+
+/// Installs Debian's nginx-light when nginx is missing, without letting the package start its
+/// own service (that would be a process no test stops).
+fn install_nginx() {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        if Path::new(NGINX).exists() {
+            return;
+        }
+        let guard = Path::new("/usr/sbin/policy-rc.d");
+        let had_guard = guard.exists();
+        if !had_guard {
+            std::fs::write(guard, "#!/bin/sh\nexit 101\n")
+                .expect("write policy-rc.d (root is needed to install nginx)");
+            let _ = Command::new("chmod")
+                .args(["+x", "/usr/sbin/policy-rc.d"])
+                .status();
+        }
+        let apt = |args: &[&str]| {
+            Command::new("apt-get")
+                .args(args)
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        let installed = apt(&["install", "-y", "--no-install-recommends", "nginx-light"])
+            || (apt(&["update"])
+                && apt(&["install", "-y", "--no-install-recommends", "nginx-light"]));
+        if !had_guard {
+            let _ = std::fs::remove_file(guard);
+        }
+        assert!(
+            installed && Path::new(NGINX).exists(),
+            "could not install nginx-light with apt-get"
+        );
+    });
+}
+
+async fn crawl(client: &Client, url: &str, count: usize, concurrency: usize) {
+    let results = stream::iter(0..count)
+        .map(|_| client.get(url).send())
+        .buffer_unordered(concurrency)
+        .collect::<Vec<_>>()
+        .await;
+    for result in results {
+        assert_eq!(result.expect("every request completes").status(), 200);
+    }
+}
+
+/// The number of 200s and 429s nginx logged, and the rate of the 200s.
+fn tally(log: &[(f64, u16)]) -> (usize, usize, f64) {
+    let accepted: Vec<f64> = log
+        .iter()
+        .filter(|(_, s)| *s == 200)
+        .map(|(t, _)| *t)
+        .collect();
+    let refused = log.iter().filter(|(_, s)| *s == 429).count();
+    let rate = (accepted.len() - 1) as f64 / (accepted[accepted.len() - 1] - accepted[0]);
+    (accepted.len(), refused, rate)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_told_10_per_second_is_never_refused_by_nginx() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let nginx = Nginx::start("told");
+    let client = fast_client().rate_limit(10.0).build().unwrap();
+    crawl(&client, &nginx.url(), 100, 4).await;
+    let (accepted, refused, rate) = tally(&nginx.log());
+    println!("nginx 10r/s, client told 10/s: {accepted} accepted, {refused} refused, {rate:.2}/s");
+    assert_eq!(refused, 0);
+    assert_eq!(accepted, 100);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_told_nothing_adapts_to_nginx() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let nginx = Nginx::start("untold");
+    let client = fast_client().max_attempts(10).build().unwrap();
+    // One request at a time, as a crawler that knows nothing of a host should begin: with four
+    // in flight, each step down the pace also costs the refusals of the three sent at the old one.
+    crawl(&client, &nginx.url(), 100, 1).await;
+    let (accepted, refused, rate) = tally(&nginx.log());
+    println!(
+        "nginx 10r/s, client told nothing: {accepted} accepted, {refused} refused, {rate:.2}/s"
+    );
+    assert_eq!(accepted, 100, "all complete");
+    assert!(
+        refused * 10 <= accepted + refused,
+        "{refused} of {} refused",
+        accepted + refused
+    );
+    assert!(rate >= 7.0, "{rate:.2}/s is below 70% of nginx's 10/s");
+}
