@@ -49,6 +49,15 @@ pub struct ServerLimit {
 impl ServerLimit {
     /// The limit the headers announce; `None` when they announce none.
     pub fn from_headers(headers: &HeaderMap, now: SystemTime) -> Option<ServerLimit> {
+        // Most responses carry none of these: one pass over the names is cheaper than six
+        // lookups.
+        let announced = headers.keys().any(|name| {
+            let name = name.as_str();
+            name.starts_with("ratelimit") || name.starts_with("x-ratelimit")
+        });
+        if !announced {
+            return None;
+        }
         let mut limit = ServerLimit::default();
         structured(headers, &mut limit);
         if limit.remaining.is_none() && limit.policy.is_none() {

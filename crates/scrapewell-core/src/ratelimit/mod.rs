@@ -139,16 +139,19 @@ where
 async fn wait_for_turn(shared: &Shared, key: HostKey, limiter: Option<&Limiter>) -> u64 {
     let table = &shared.table;
     loop {
-        let released = table.released(&key).notified();
-        tokio::pin!(released);
-        released.as_mut().enable();
         match table.gate(&key) {
             Gate::Paused(wait) => {
                 shared.sleep(wait).await;
                 continue;
             }
             Gate::Busy => {
-                released.await;
+                // Listen before looking again, so that a release in between is not missed.
+                let released = table.released(&key).notified();
+                tokio::pin!(released);
+                released.as_mut().enable();
+                if table.gate(&key) == Gate::Busy {
+                    released.await;
+                }
                 continue;
             }
             Gate::Open => {}
