@@ -336,7 +336,7 @@ impl ClientBuilder {
     }
 
     /// At most `per_second` requests a second to each host no pattern matches, evenly spaced
-    /// (1% below it, so that servers counting whole milliseconds never see one early).
+    /// (2% below it, so that servers counting whole milliseconds never see one early).
     pub fn rate_limit(mut self, per_second: f64) -> Self {
         match even_quota(per_second) {
             Some(quota) => self.default_quota = Some(quota),
@@ -383,7 +383,8 @@ impl ClientBuilder {
         self
     }
 
-    /// The jitter added to rate-limit waits, as a share of the wait (1% by default).
+    /// The jitter added to waits for a pause or a learned pace, as a share of the wait (1% by
+    /// default).
     pub fn rate_limit_jitter(mut self, share: f64) -> Self {
         self.rate_limit_jitter = Some(share);
         self

@@ -15,7 +15,7 @@ use super::{HostKey, HostTable, Quota, RateLimit};
 ///
 /// Without any quota, hosts are paced only by what they say (pauses, rate-limit headers,
 /// refusals). A host matches the first pattern that fits it, in the order they were added.
-/// Hosts are paced 1% below their quota, so that a server whose clock counts whole
+/// Hosts are paced 2% below their quota, so that a server whose clock counts whole
 /// milliseconds (nginx's `limit_req`) never sees a request early.
 ///
 /// # Example
@@ -147,7 +147,7 @@ impl RateLimitLayer {
 
 /// How much slower than its quota a host is paced: a server whose clock counts whole
 /// milliseconds (nginx's `limit_req`) must never see a request early.
-const MARGIN: f64 = 0.01;
+const MARGIN: f64 = 0.02;
 
 impl Limiter {
     fn new(quota: Quota, table: &Arc<HostTable>) -> Limiter {

@@ -13,7 +13,8 @@
 //!   let it creep back up, never above the configured quota (AIMD).
 //!
 //! The state lives in a [`HostTable`] shared by every request of the client; its memory is
-//! bounded. Waits get a jitter of up to 1% so that clients started together drift apart.
+//! bounded. Waits for a pause or a learned pace get a jitter of up to 1%, so that clients
+//! started together drift apart.
 //!
 //! # Example
 //!
@@ -159,7 +160,9 @@ async fn wait_for_turn(shared: &Shared, key: HostKey, limiter: Option<&Limiter>)
         if let Some(limiter) = limiter
             && let Some(wait) = limiter.check(&key)
         {
-            shared.sleep(wait).await;
+            // No jitter here: governor's slots already stagger the waiting requests, and a
+            // jitter would only cost rate.
+            tokio::time::sleep(wait).await;
             continue;
         }
         let (wait, slot) = table.admit(&key);

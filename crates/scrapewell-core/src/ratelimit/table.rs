@@ -219,6 +219,8 @@ struct HostState {
     refusals: u32,
     clean: u32,
     in_flight: u32,
+    /// Clean stretches past the plateau since the last cut.
+    probes: u32,
 }
 
 impl HostTable {
@@ -501,6 +503,7 @@ impl HostState {
             };
             self.last_cut = now;
             self.last_step = now;
+            self.probes = 0;
         }
     }
 
@@ -530,9 +533,10 @@ impl HostState {
     }
 
     /// Increase: after a clean stretch, the rate grows by a third of its distance to just below
-    /// the rate at which the server last refused, and by at least a small share of that rate:
-    /// fast when far below it, a plateau near it that probes rarely (as CUBIC). Once the rate
-    /// reaches the quota, the quota alone paces the host.
+    /// the rate at which the server last refused, and by at least a small share of that rate;
+    /// past that plateau the steps double (as CUBIC: fast when far below, gentle near the last
+    /// refusal, probing faster the longer it holds). Once the rate reaches the quota, the quota
+    /// alone paces the host.
     fn recover(&mut self, quota_interval: u64, now: u64, settings: &TableSettings) {
         if self.backoff == 0 {
             return;
@@ -547,7 +551,16 @@ impl HostState {
         self.last_step = now;
         let rate = 1e9 / self.backoff as f64;
         let refused_rate = 1e9 / self.refused_at.max(1) as f64;
-        let step = (settings.recovery * refused_rate).max((0.98 * refused_rate - rate) / 3.0);
+        let plateau = 0.98 * refused_rate;
+        // Past the plateau, each clean stretch doubles the step (up to 32×): a refusal caused
+        // by a passing hiccup must not hold the pace low for long.
+        let probe = if rate >= plateau {
+            self.probes = (self.probes + 1).min(5);
+            f64::from(1u32 << self.probes)
+        } else {
+            1.0
+        };
+        let step = (settings.recovery * refused_rate * probe).max((plateau - rate) / 3.0);
         let interval = (1e9 / (rate + step)) as u64;
         self.backoff = if interval <= quota_interval || interval < 1_000_000 {
             0
