@@ -1,8 +1,10 @@
 //! `cargo run --example demo`: a mixed scraping workload against the hostile mock server.
 //!
-//! 600 logical requests at concurrency 16: page GETs that fail transiently (5xx, 429, a reset in
+//! 700 logical requests at concurrency 16: page GETs that fail transiently (5xx, 429, a reset in
 //! the middle of the body), form POSTs into a slow idempotent create whose processing outlasts
-//! the attempt timeout, PUTs to locked documents, and POSTs that meet a permanent conflict.
+//! the attempt timeout, PUTs to locked documents, POSTs that meet a permanent conflict, and
+//! listing pages on a second host that allows 20 requests a second and answers bare 429s past
+//! that (the client is told nothing about it and learns the pace).
 //! It prints what happened and exits non-zero when an invariant breaks: a duplicate create, a
 //! request that did not end as its kind should, or a permanent 409 that was retried.
 //!
@@ -24,6 +26,7 @@ enum Kind {
     Create,
     Lock,
     Conflict,
+    Limited,
 }
 
 impl Kind {
@@ -33,6 +36,7 @@ impl Kind {
             Kind::Create => "creates (form POST)",
             Kind::Lock => "locked docs (PUT)",
             Kind::Conflict => "duplicates (POST)",
+            Kind::Limited => "listings (20/s host)",
         }
     }
 }
@@ -52,7 +56,8 @@ struct Finished {
 }
 
 fn workload() -> Vec<Job> {
-    const STATUSES: [u16; 5] = [503, 502, 500, 504, 429];
+    // Server errors, not throttling: the 20/s host shows what the rate limiter learns.
+    const STATUSES: [u16; 3] = [502, 500, 504];
     let page = |n: usize| {
         if n % 10 == 9 {
             format!("/reset/page-{n}?times=1")
@@ -78,6 +83,9 @@ fn workload() -> Vec<Job> {
     jobs.extend(spread(Kind::Conflict, 40, |n| {
         (format!("/conflict/sku-{n}"), None)
     }));
+    jobs.extend(spread(Kind::Limited, 100, |_| {
+        ("/limited/listing?rate=20".to_owned(), None)
+    }));
     // Interleave the kinds evenly, as a crawl would.
     jobs.sort_by_key(|job| job.position);
     jobs
@@ -101,10 +109,15 @@ fn spread(
     })
 }
 
-async fn run(client: &Client, server: &MockServer, job: Job) -> Finished {
+async fn run(client: &Client, servers: &Servers, job: Job) -> Finished {
+    let server = if job.kind == Kind::Limited {
+        &servers.limited
+    } else {
+        &servers.site
+    };
     let url = server.url(&job.path);
     let request = match job.kind {
-        Kind::Page => client.get(url),
+        Kind::Page | Kind::Limited => client.get(url),
         Kind::Create => client
             .post(url)
             .form(&[
@@ -126,6 +139,12 @@ async fn run(client: &Client, server: &MockServer, job: Job) -> Finished {
     }
 }
 
+/// The site under test, and a second host that rate-limits.
+struct Servers {
+    site: MockServer,
+    limited: MockServer,
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     if std::env::var_os("RUST_LOG").is_some() {
@@ -133,10 +152,10 @@ async fn main() -> ExitCode {
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .init();
     }
-    let server = match MockServer::start().await {
-        Ok(server) => server,
-        Err(error) => {
-            eprintln!("cannot start the mock server: {error}");
+    let servers = match (MockServer::start().await, MockServer::start().await) {
+        (Ok(site), Ok(limited)) => Servers { site, limited },
+        (Err(error), _) | (_, Err(error)) => {
+            eprintln!("cannot start the mock servers: {error}");
             return ExitCode::FAILURE;
         }
     };
@@ -161,18 +180,18 @@ async fn main() -> ExitCode {
     let total = jobs.len();
     println!(
         "scrapewell demo: {total} logical requests at concurrency {CONCURRENCY} against {}\n",
-        server.base_url()
+        servers.site.base_url()
     );
     let started = Instant::now();
     use futures_util::StreamExt;
     let finished: Vec<Finished> = futures_util::stream::iter(jobs)
-        .map(|job| run(&client, &server, job))
+        .map(|job| run(&client, &servers, job))
         .buffer_unordered(CONCURRENCY)
         .collect()
         .await;
     let elapsed = started.elapsed();
 
-    let (report, violations) = summarize(&finished, &server);
+    let (report, violations) = summarize(&finished, &client, &servers);
     print!("{report}");
     println!("\n{total} requests in {:.2} s", elapsed.as_secs_f64());
     if violations.is_empty() {
@@ -187,7 +206,8 @@ async fn main() -> ExitCode {
 }
 
 /// The summary table, and the invariants that broke.
-fn summarize(finished: &[Finished], server: &MockServer) -> (String, Vec<String>) {
+fn summarize(finished: &[Finished], client: &Client, servers: &Servers) -> (String, Vec<String>) {
+    let server = &servers.site;
     #[derive(Default)]
     struct Row {
         requests: u64,
@@ -226,7 +246,7 @@ fn summarize(finished: &[Finished], server: &MockServer) -> (String, Vec<String>
             row.errors += 1;
         }
         let expected = match done.kind {
-            Kind::Page | Kind::Create | Kind::Lock => outcome == "success",
+            Kind::Page | Kind::Create | Kind::Lock | Kind::Limited => outcome == "success",
             Kind::Conflict => outcome.starts_with("conflict"),
         };
         if !expected {
@@ -312,5 +332,25 @@ fn summarize(finished: &[Finished], server: &MockServer) -> (String, Vec<String>
     ] {
         let _ = writeln!(out, "  {label:<28} {value:>6}");
     }
+    let limits = servers.limited.limits("/limited/listing");
+    let learned = client.host_stats(servers.limited.base_url());
+    let _ = writeln!(
+        out,
+        "\nrate-limited host (20/s, bare 429s; the client was told nothing)"
+    );
+    let _ = writeln!(out, "  {:<28} {:>6}", "accepted", limits.accepted);
+    let _ = writeln!(out, "  {:<28} {:>6}", "refused (429)", limits.refused);
+    let _ = writeln!(
+        out,
+        "  {:<28} {:>8.2}",
+        "rate reached, per second",
+        limits.rate.unwrap_or(0.0)
+    );
+    let pace = learned
+        .and_then(|stats| stats.interval)
+        .map_or("none".to_owned(), |i| {
+            format!("{:.1}/s", 1.0 / i.as_secs_f64())
+        });
+    let _ = writeln!(out, "  {:<28} {:>8}", "pace learned", pace);
     (out, violations)
 }

@@ -303,13 +303,9 @@ impl HostTable {
     pub(crate) fn gate(&self, key: &HostKey) -> Gate {
         let now = self.now();
         self.with_host(key, now, |state, settings| {
-            // A host that refused before its rate could be measured takes one request at a time
-            // until it can be: requests already in flight at the old pace would be refused too.
-            let probing = state.refusals > 0 && state.delivered_every(now).is_none();
-            let max_in_flight = if probing { 1 } else { settings.max_in_flight };
             if state.paused_until > now {
                 Gate::Paused(Duration::from_nanos(state.paused_until - now))
-            } else if state.in_flight >= max_in_flight {
+            } else if state.in_flight >= settings.max_in_flight {
                 Gate::Busy
             } else {
                 Gate::Open
