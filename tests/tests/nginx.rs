@@ -8,10 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use futures_util::{StreamExt, stream};
-use scrapewell::Client;
-
-use common::{closed_port, fast_client};
+use common::{closed_port, crawl, fast_client};
 
 const NGINX: &str = "/usr/sbin/nginx";
 
@@ -125,17 +122,6 @@ fn install_nginx() {
             "could not install nginx-light with apt-get"
         );
     });
-}
-
-async fn crawl(client: &Client, url: &str, count: usize, concurrency: usize) {
-    let results = stream::iter(0..count)
-        .map(|_| client.get(url).send())
-        .buffer_unordered(concurrency)
-        .collect::<Vec<_>>()
-        .await;
-    for result in results {
-        assert_eq!(result.expect("every request completes").status(), 200);
-    }
 }
 
 /// The number of 200s and 429s nginx logged, and the rate of the 200s.

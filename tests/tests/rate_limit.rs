@@ -4,11 +4,9 @@ mod common;
 
 use std::time::Duration;
 
-use futures_util::{StreamExt, stream};
-use scrapewell::Client;
 use scrapewell_mock::MockServer;
 
-use common::fast_client;
+use common::{crawl, fast_client};
 
 /// A free port on 127.0.0.1.
 const LOOPBACK: std::net::SocketAddr =
@@ -17,19 +15,6 @@ const LOOPBACK: std::net::SocketAddr =
 /// These tests measure pace at the server (each started on a thread of its own): run them one
 /// at a time, so that they do not take the two cores from each other.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// Sends `count` GETs to `url`, `concurrency` at a time; every one must succeed.
-async fn crawl(client: &Client, url: &str, count: usize, concurrency: usize) {
-    let results = stream::iter(0..count)
-        .map(|_| client.get(url).send())
-        .buffer_unordered(concurrency)
-        .collect::<Vec<_>>()
-        .await;
-    for result in results {
-        let response = result.expect("every request completes");
-        assert_eq!(response.status(), 200);
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_quota_equal_to_the_server_limit_is_never_refused_and_reaches_95_percent() {

@@ -19,3 +19,21 @@ pub(crate) fn closed_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
     listener.local_addr().expect("local address").port()
 }
+
+/// Sends `count` GETs to `url`, `concurrency` at a time; every one must end in a 200.
+pub(crate) async fn crawl(
+    client: &scrapewell::Client,
+    url: &str,
+    count: usize,
+    concurrency: usize,
+) {
+    use futures_util::{StreamExt, stream};
+    let results = stream::iter(0..count)
+        .map(|_| client.get(url).send())
+        .buffer_unordered(concurrency)
+        .collect::<Vec<_>>()
+        .await;
+    for result in results {
+        assert_eq!(result.expect("every request completes").status(), 200);
+    }
+}
