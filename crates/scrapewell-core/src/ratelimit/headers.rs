@@ -75,15 +75,23 @@ impl ServerLimit {
     /// The spacing these figures ask for: the window over the quota, and the time to the reset
     /// spread over what remains, whichever is longer. `None` when they ask for none.
     pub fn interval(&self) -> Option<Duration> {
-        let declared = self
-            .policy
+        self.declared_interval().max(self.spread_interval())
+    }
+
+    /// The spacing of the declared policy: the window over the quota.
+    pub fn declared_interval(&self) -> Option<Duration> {
+        self.policy
             .filter(|(q, _)| *q > 0)
-            .map(|(q, w)| w / q.min(u32::MAX as u64) as u32);
-        let spread = match (self.remaining, self.reset) {
+            .map(|(q, w)| w / q.min(u32::MAX as u64) as u32)
+    }
+
+    /// The time to the reset spread evenly over the units that remain; `None` when none remain
+    /// (the client should wait for the reset) or either figure is missing.
+    pub fn spread_interval(&self) -> Option<Duration> {
+        match (self.remaining, self.reset) {
             (Some(r), Some(reset)) if r > 0 => Some(reset / r.min(u32::MAX as u64) as u32),
             _ => None,
-        };
-        declared.max(spread)
+        }
     }
 }
 

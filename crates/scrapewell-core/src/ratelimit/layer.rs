@@ -8,7 +8,7 @@ use governor::nanos::Nanos;
 use http::Uri;
 use tower::Layer;
 
-use super::table::TableStore;
+use super::table::{TableStore, nanos};
 use super::{HostKey, HostTable, Quota, RateLimit};
 
 /// Applies [`RateLimit`] to a service: quotas per host pattern, on one shared [`HostTable`].
@@ -164,7 +164,7 @@ impl Limiter {
 
     /// The spacing of the quota in nanoseconds.
     pub(crate) fn interval_nanos(&self) -> u64 {
-        u64::try_from(self.quota.replenish_interval().as_nanos()).unwrap_or(u64::MAX)
+        nanos(self.quota.replenish_interval())
     }
 
     /// `None` when the quota allows a request now, else how long until it does.

@@ -447,16 +447,20 @@ impl HostState {
     ) {
         let max_pause = nanos(settings.max_pause);
         if let Some(limit) = ServerLimit::from_headers(headers, std::time::SystemTime::now()) {
-            if let Some((quota, window)) = limit.policy.filter(|(q, _)| *q > 0) {
-                self.declared = nanos(window) / quota;
+            if let Some(declared) = limit.declared_interval() {
+                self.declared = nanos(declared);
             }
-            match (limit.remaining, limit.reset) {
-                (Some(0), Some(reset)) => self.pause_until(now + nanos(reset).min(max_pause)),
-                (Some(remaining), Some(reset)) => {
-                    self.hint = nanos(reset) / remaining;
-                    self.hint_until = now + nanos(reset);
+            if let Some(reset) = limit.reset {
+                match limit.spread_interval() {
+                    Some(spread) => {
+                        self.hint = nanos(spread);
+                        self.hint_until = now + nanos(reset);
+                    }
+                    None if limit.remaining == Some(0) => {
+                        self.pause_until(now + nanos(reset).min(max_pause))
+                    }
+                    None => {}
                 }
-                _ => {}
             }
         }
         let refused = status == http::StatusCode::TOO_MANY_REQUESTS
@@ -626,7 +630,7 @@ impl Hasher for Prehashed {
     }
 }
 
-fn nanos(duration: Duration) -> u64 {
+pub(crate) fn nanos(duration: Duration) -> u64 {
     u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }
 
