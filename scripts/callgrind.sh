@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${N:-1000}
 command -v valgrind >/dev/null || { echo "valgrind is needed: apt-get install -y valgrind" >&2; exit 1; }
-cargo bench -p scrapewell --bench overhead --no-run 2>/dev/null
+cargo bench -p scrapewell-benches --bench overhead --no-run 2>/dev/null
 bench=$(ls -t target/release/deps/overhead-* | grep -v '\.d$' | head -n 1)
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT

@@ -47,15 +47,19 @@ pub struct ServerLimit {
 }
 
 impl ServerLimit {
-    /// The limit the headers announce; `None` when they announce none.
-    pub fn from_headers(headers: &HeaderMap, now: SystemTime) -> Option<ServerLimit> {
-        // Most responses carry none of these: one pass over the names is cheaper than six
-        // lookups.
-        let announced = headers.keys().any(|name| {
+    /// Whether any header names a rate limit: one pass over the names, cheaper than the six
+    /// lookups of [`from_headers`](Self::from_headers) and its reading of the wall clock, on the
+    /// responses (most of them) that carry none.
+    pub(crate) fn announced(headers: &HeaderMap) -> bool {
+        headers.keys().any(|name| {
             let name = name.as_str();
             name.starts_with("ratelimit") || name.starts_with("x-ratelimit")
-        });
-        if !announced {
+        })
+    }
+
+    /// The limit the headers announce; `None` when they announce none.
+    pub fn from_headers(headers: &HeaderMap, now: SystemTime) -> Option<ServerLimit> {
+        if !Self::announced(headers) {
             return None;
         }
         let mut limit = ServerLimit::default();

@@ -1,14 +1,17 @@
+use std::cell::Cell;
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use governor::RateLimiter;
 use governor::clock::Clock;
 use governor::middleware::NoOpMiddleware;
 use governor::nanos::Nanos;
+use governor::state::{NotKeyed, StateStore};
 use http::Uri;
 use tower::Layer;
 
-use super::table::{TableStore, nanos};
+use super::table::nanos;
 use super::{HostKey, HostTable, Quota, RateLimit};
 
 /// Applies [`RateLimit`] to a service: quotas per host pattern, on one shared [`HostTable`].
@@ -73,22 +76,48 @@ pub(crate) struct Shared {
     pub(crate) jitter: f64,
 }
 
-/// One quota, checked by governor against the states in the table.
+/// One quota, checked by governor's GCRA against a host's state in the table.
 pub(crate) struct Limiter {
-    gcra: RateLimiter<HostKey, TableStore, TableClock, NoOpMiddleware<Nanos>>,
-    clock: TableClock,
     quota: Quota,
 }
 
-/// governor reads tokio's clock, so paused-time tests drive the quotas too.
-#[derive(Debug, Clone)]
-pub(crate) struct TableClock(tokio::time::Instant);
+/// The host's GCRA state as governor sees it: its theoretical arrival time, which the table
+/// keeps in nanoseconds since its epoch, plus one (0: no request yet). governor counts from the
+/// reading its limiter was made at, which here is `now`; a time before it reads as `now`, which
+/// GCRA treats alike.
+struct ArrivalTime<'a> {
+    stored: &'a Cell<u64>,
+    now: u64,
+}
 
-impl Clock for TableClock {
+impl StateStore for ArrivalTime<'_> {
+    type Key = NotKeyed;
+
+    fn measure_and_replace<T, F, E>(&self, _: &NotKeyed, f: F) -> Result<T, E>
+    where
+        F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
+    {
+        let previous = self
+            .stored
+            .get()
+            .checked_sub(1)
+            .map(|at| Nanos::from(at.saturating_sub(self.now)));
+        let (outcome, next) = f(previous)?;
+        self.stored.set(self.now + next.as_u64() + 1);
+        Ok(outcome)
+    }
+}
+
+/// The table's reading of the clock, taken once per request for every check it makes, so that
+/// governor's check does not read the clock again (and paused-time tests drive it).
+#[derive(Debug, Clone, Copy)]
+struct Reading(u64);
+
+impl Clock for Reading {
     type Instant = Nanos;
 
     fn now(&self) -> Nanos {
-        Nanos::from(self.0.elapsed())
+        Nanos::from(self.0)
     }
 }
 
@@ -114,7 +143,7 @@ impl RateLimitLayer {
 
     /// The quota of every host that no pattern matches.
     pub fn default_quota(mut self, quota: Quota) -> Self {
-        self.default = Some(Arc::new(Limiter::new(quota, &self.table)));
+        self.default = Some(Arc::new(Limiter::new(quota)));
         self
     }
 
@@ -122,8 +151,7 @@ impl RateLimitLayer {
     /// `127.0.0.2`, `[::1]:8080`, or `*.example.com` for its subdomains.
     pub fn host_quota(mut self, pattern: &str, quota: Quota) -> Result<Self, InvalidPattern> {
         let pattern = HostPattern::parse(pattern)?;
-        self.rules
-            .push((pattern, Arc::new(Limiter::new(quota, &self.table))));
+        self.rules.push((pattern, Arc::new(Limiter::new(quota))));
         Ok(self)
     }
 
@@ -150,16 +178,10 @@ impl RateLimitLayer {
 const MARGIN: f64 = 0.02;
 
 impl Limiter {
-    fn new(quota: Quota, table: &Arc<HostTable>) -> Limiter {
+    fn new(quota: Quota) -> Limiter {
         let paced = Quota::with_period(quota.replenish_interval().mul_f64(1.0 + MARGIN))
             .map_or(quota, |paced| paced.allow_burst(quota.burst_size()));
-        let clock = TableClock(tokio::time::Instant::now());
-        let gcra = RateLimiter::new(paced, TableStore(Arc::clone(table)), clock.clone());
-        Limiter {
-            gcra,
-            clock,
-            quota: paced,
-        }
+        Limiter { quota: paced }
     }
 
     /// The spacing of the quota in nanoseconds.
@@ -167,27 +189,31 @@ impl Limiter {
         nanos(self.quota.replenish_interval())
     }
 
-    /// `None` when the quota allows a request now, else how long until it does.
-    pub(crate) fn check(&self, key: &HostKey) -> Option<std::time::Duration> {
-        self.gcra
-            .check_key(key)
+    /// Takes a cell of the quota at `now` for a host whose arrival time is `tat`: `None` when
+    /// the quota allows the request, else how long until it does (and `tat` is unchanged).
+    pub(crate) fn check(&self, tat: &mut u64, now: u64) -> Option<Duration> {
+        // A limiter over one host's state, read at `now`: governor's arithmetic with no lookup
+        // and no clock reading of its own, under the lock the table already holds.
+        let store = ArrivalTime {
+            stored: Cell::from_mut(tat),
+            now,
+        };
+        let gcra = RateLimiter::<NotKeyed, _, _, NoOpMiddleware<Nanos>>::new(
+            self.quota,
+            store,
+            Reading(now),
+        );
+        gcra.check()
             .err()
-            .map(|not_until| not_until.wait_time_from(self.clock.now()))
+            .map(|not_until| not_until.wait_time_from(Nanos::from(now)))
     }
 }
 
 impl Shared {
     /// The host a request belongs to and the quota that applies; `None` for a URI without a
     /// host, or one the key function leaves out.
-    pub(crate) fn route(&self, uri: &Uri) -> Option<(HostKey, Option<&Limiter>)> {
-        let host = uri.host()?;
-        let port = uri
-            .port_u16()
-            .unwrap_or(if uri.scheme_str() == Some("https") {
-                443
-            } else {
-                80
-            });
+    pub(crate) fn route(&self, uri: &Uri) -> Option<(HostKey, Option<&Arc<Limiter>>)> {
+        let (host, port) = host_and_port(uri)?;
         let key = match &self.key_by {
             KeyBy::HostAndPort => HostKey::of(host, port),
             KeyBy::RegistrableDomain => {
@@ -199,10 +225,39 @@ impl Shared {
             .rules
             .iter()
             .find(|(pattern, _)| pattern.matches(host, port))
-            .map(|(_, limiter)| &**limiter)
-            .or(self.default.as_deref());
+            .map(|(_, limiter)| limiter)
+            .or(self.default.as_ref());
         Some((key, limiter))
     }
+}
+
+/// The host (IPv6 addresses keep their brackets) and port of a URI, the port defaulted by the
+/// scheme. One pass over the authority's bytes, where http's `host()` and `port_u16()` would
+/// each search it again: on every request's path, that was most of the limiter's cost.
+fn host_and_port(uri: &Uri) -> Option<(&str, u16)> {
+    let authority = uri.authority()?.as_str();
+    let (mut start, mut colon) = (0, None);
+    for (i, byte) in authority.bytes().enumerate() {
+        match byte {
+            // The user info ends at the last '@'; a ':' inside IPv6 brackets is not the port's.
+            b'@' => (start, colon) = (i + 1, None),
+            b':' => colon = Some(i),
+            b']' => colon = None,
+            _ => {}
+        }
+    }
+    let end = colon.unwrap_or(authority.len());
+    let host = &authority[start..end];
+    if host.is_empty() {
+        return None;
+    }
+    let port = colon.and_then(|colon| authority[colon + 1..].parse().ok());
+    let default = if uri.scheme_str() == Some("https") {
+        443
+    } else {
+        80
+    };
+    Some((host, port.unwrap_or(default)))
 }
 
 impl HostPattern {
@@ -310,6 +365,24 @@ impl fmt::Debug for KeyBy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hosts_and_ports_come_from_the_authority() {
+        for (uri, host, port) in [
+            ("http://example.com/a", "example.com", 80),
+            ("https://example.com/a", "example.com", 443),
+            ("https://Example.com:8443/a?b=c", "Example.com", 8443),
+            ("http://user:pw@example.com:81/", "example.com", 81),
+            ("http://[::1]/", "[::1]", 80),
+            ("http://[::1]:8080/", "[::1]", 8080),
+            ("http://127.0.0.2:9/", "127.0.0.2", 9),
+        ] {
+            let uri: Uri = uri.parse().unwrap();
+            assert_eq!(host_and_port(&uri), Some((host, port)), "{uri}");
+            assert_eq!(uri.host(), Some(host), "agrees with http: {uri}");
+        }
+        assert_eq!(host_and_port(&Uri::from_static("/relative")), None);
+    }
 
     #[test]
     fn patterns_parse_and_match() {

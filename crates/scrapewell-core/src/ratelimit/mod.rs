@@ -31,6 +31,7 @@
 //! # let _ = layer;
 //! ```
 
+mod future;
 mod headers;
 mod layer;
 mod table;
@@ -43,16 +44,14 @@ use std::time::Duration;
 use http::{Request, Response};
 use tower::{Service, ServiceExt};
 
+pub use future::ResponseFuture;
 pub use governor::Quota;
 pub use headers::ServerLimit;
 pub use layer::{InvalidPattern, KeyBy, KeyFn, RateLimitLayer};
 pub use table::{HostKey, HostStats, HostTable, TableSettings};
 
-/// Response future of [`RateLimit`]: the wait for the host's turn, then the inner call.
-pub use crate::BoxedResponseFuture as ResponseFuture;
-
 use layer::{Limiter, Shared};
-use table::Gate;
+use table::Admission;
 
 /// Waits for each request's turn at its host (see the [module docs](self)).
 ///
@@ -103,102 +102,110 @@ where
 {
     type Response = Response<ResB>;
     type Error = S::Error;
-    type Future = ResponseFuture<Response<ResB>, S::Error>;
+    type Future = ResponseFuture<S::Future, Response<ResB>, S::Error>;
 
-    /// Always ready: the inner service's readiness is awaited once the request's turn comes.
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        let inner = self.inner.clone();
-        let shared = Arc::clone(&self.shared);
-        ResponseFuture::new(async move {
-            let Some((key, limiter)) = shared.route(request.uri()) else {
-                return inner.oneshot(request).await;
-            };
-            let quota_interval = limiter.map_or(0, Limiter::interval_nanos);
-            let admitted = wait_for_turn(&shared, key, limiter).await;
-            let mut turn = Turn {
-                table: &shared.table,
-                key,
-                admitted,
-                quota_interval,
-                done: false,
-            };
-            let result = inner.oneshot(request).await;
-            match &result {
-                Ok(response) => turn.complete(Some((response.status(), response.headers()))),
-                Err(_) => turn.complete(None),
+        let Some((key, limiter)) = self.shared.route(request.uri()) else {
+            return ResponseFuture::called(self.inner.call(request), None);
+        };
+        let table = &self.shared.table;
+        // The common case, a host with room now, is settled here with one reading of the clock
+        // and one look at the host's state; only a request that has to wait gets a task.
+        match table.admit(&key, table.now(), limiter.map(|l| &**l)) {
+            Admission::Admitted { slot, wait } if wait.is_zero() => {
+                let turn = Turn::new(&self.shared, key, slot, limiter.map(|l| &**l));
+                ResponseFuture::called(self.inner.call(request), Some(turn))
             }
-            result
-        })
+            first => {
+                // The ready service stays for the next request; this one waits with a clone,
+                // readied once its turn comes.
+                let inner = self.inner.clone();
+                let shared = Arc::clone(&self.shared);
+                let limiter = limiter.cloned();
+                ResponseFuture::waiting(async move {
+                    let turn = wait_for_turn(shared, key, limiter, first).await;
+                    let result = inner.oneshot(request).await;
+                    turn.complete(result.as_ref().ok());
+                    result
+                })
+            }
+        }
     }
 }
 
-/// Waits until the request may go; returns the slot it was admitted at.
-async fn wait_for_turn(shared: &Shared, key: HostKey, limiter: Option<&Limiter>) -> u64 {
+/// Waits until the request may go, from what its first look at the host found.
+async fn wait_for_turn(
+    shared: Arc<Shared>,
+    key: HostKey,
+    limiter: Option<Arc<Limiter>>,
+    mut admission: Admission,
+) -> Turn {
     let table = &shared.table;
     loop {
-        match table.gate(&key) {
-            Gate::Paused(wait) => {
-                shared.sleep(wait).await;
-                continue;
-            }
-            Gate::Busy => {
-                // Listen before looking again, so that a release in between is not missed.
-                let released = table.released(&key).notified();
-                tokio::pin!(released);
-                released.as_mut().enable();
-                if table.gate(&key) == Gate::Busy {
-                    released.await;
+        match admission {
+            Admission::Admitted { slot, wait } => {
+                let turn = Turn::new(&shared, key, slot, limiter.as_deref());
+                if !wait.is_zero() {
+                    shared.sleep(wait).await;
                 }
-                continue;
+                // A pause that began while this request waited for its slot holds it too.
+                while let Some(wait) = table.paused_for(&key) {
+                    shared.sleep(wait).await;
+                }
+                return turn;
             }
-            Gate::Open => {}
-        }
-        if let Some(limiter) = limiter
-            && let Some(wait) = limiter.check(&key)
-        {
+            Admission::Paused(wait) => shared.sleep(wait).await,
             // No jitter here: governor's slots already stagger the waiting requests, and a
             // jitter would only cost rate.
-            tokio::time::sleep(wait).await;
-            continue;
+            Admission::Quota(wait) => tokio::time::sleep(wait).await,
+            // A completion between the look and this wait leaves a permit: it is not missed.
+            Admission::Busy(released) => released.notified_owned().await,
         }
-        let (wait, slot) = table.admit(&key);
-        if !wait.is_zero() {
-            shared.sleep(wait).await;
-        }
-        // A pause that began while this request waited for its slot holds it too.
-        while let Gate::Paused(wait) = table.gate_pause(&key) {
-            shared.sleep(wait).await;
-        }
-        return slot;
+        admission = table.admit(&key, table.now(), limiter.as_deref());
     }
 }
 
 /// A request that holds a place in flight at its host; the place is given back when the
 /// request completes or is dropped (a deadline, a cancelled task).
-struct Turn<'a> {
-    table: &'a HostTable,
+#[derive(Debug)]
+pub(crate) struct Turn {
+    shared: Arc<Shared>,
     key: HostKey,
     admitted: u64,
     quota_interval: u64,
     done: bool,
 }
 
-impl Turn<'_> {
-    fn complete(&mut self, response: Option<(http::StatusCode, &http::HeaderMap)>) {
+impl Turn {
+    fn new(shared: &Arc<Shared>, key: HostKey, admitted: u64, limiter: Option<&Limiter>) -> Turn {
+        Turn {
+            shared: Arc::clone(shared),
+            key,
+            admitted,
+            quota_interval: limiter.map_or(0, Limiter::interval_nanos),
+            done: false,
+        }
+    }
+
+    /// The request is done; `response` is what it got, if anything.
+    pub(crate) fn complete<B>(mut self, response: Option<&Response<B>>) {
         self.done = true;
-        self.table
+        let response = response.map(|r| (r.status(), r.headers()));
+        self.shared
+            .table
             .complete(&self.key, self.admitted, response, self.quota_interval);
     }
 }
 
-impl Drop for Turn<'_> {
+impl Drop for Turn {
     fn drop(&mut self) {
         if !self.done {
-            self.table
+            self.shared
+                .table
                 .complete(&self.key, self.admitted, None, self.quota_interval);
         }
     }

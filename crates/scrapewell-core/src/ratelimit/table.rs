@@ -3,14 +3,14 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use governor::nanos::Nanos;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::ServerLimit;
+use super::layer::Limiter;
 
 const SHARDS: usize = 32;
 /// The window over which the rate a host accepts is measured: one second.
@@ -140,9 +140,10 @@ impl HostKey {
     /// a time cost more than the rest of the lookup.
     pub fn of(host: &str, port: u16) -> HostKey {
         let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-        for byte in host.bytes().chain(port.to_le_bytes()) {
+        for byte in host.bytes() {
             hash = (hash ^ u64::from(byte.to_ascii_lowercase())).wrapping_mul(0x0100_0000_01b3);
         }
+        hash = (hash ^ u64::from(port)).wrapping_mul(0x0100_0000_01b3);
         hash ^= hash >> 33;
         hash = hash.wrapping_mul(0xff51_afd7_ed55_8ccd);
         hash ^= hash >> 33;
@@ -165,19 +166,22 @@ pub struct HostStats {
     pub in_flight: u32,
 }
 
-/// Whether a request may go now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Gate {
-    Open,
+/// What became of a request that asked for its turn at a host.
+#[derive(Debug)]
+pub(crate) enum Admission {
+    /// Admitted and counted in flight; it goes at `slot` (nanoseconds since the table's epoch),
+    /// `wait` from now.
+    Admitted { slot: u64, wait: Duration },
     /// The host is paused for this long.
     Paused(Duration),
-    /// The host has its most requests in flight.
-    Busy,
+    /// The host's quota allows the next request in this long.
+    Quota(Duration),
+    /// The host has its most requests in flight: this is notified when one completes.
+    Busy(Arc<Notify>),
 }
 
 struct Shard {
     hosts: Mutex<ShardHosts>,
-    released: Notify,
 }
 
 #[derive(Default)]
@@ -188,7 +192,7 @@ struct ShardHosts {
 
 /// Times are nanoseconds since the table's epoch (a second before it was made); 0 means
 /// "never" / "none".
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Default)]
 struct HostState {
     /// governor's theoretical arrival time, plus one (0: no cell yet).
     tat: u64,
@@ -221,6 +225,8 @@ struct HostState {
     in_flight: u32,
     /// Clean stretches past the plateau since the last cut.
     probes: u32,
+    /// Notified when a request completes; made when a request first has to wait for one.
+    released: Option<Arc<Notify>>,
 }
 
 impl HostTable {
@@ -234,7 +240,6 @@ impl HostTable {
             shards: (0..SHARDS)
                 .map(|_| Shard {
                     hosts: Mutex::default(),
-                    released: Notify::new(),
                 })
                 .collect(),
             // A second before now, so that no real time is 0, which means "never" in HostState.
@@ -294,42 +299,21 @@ impl HostTable {
         nanos(self.epoch.elapsed())
     }
 
-    pub(crate) fn released(&self, key: &HostKey) -> &Notify {
-        &self.shard(key).released
-    }
-
-    /// Whether a request may go now: not while the host is paused or has its most requests in
-    /// flight.
-    pub(crate) fn gate(&self, key: &HostKey) -> Gate {
-        let now = self.now();
+    /// Asks for a request's turn at a host at `now`, in one look at its state: not while the
+    /// host is paused or has its most requests in flight, nor before its quota allows. An
+    /// admitted request is counted in flight and takes the next slot in the learned pace.
+    pub(crate) fn admit(&self, key: &HostKey, now: u64, quota: Option<&Limiter>) -> Admission {
         self.with_host(key, now, |state, settings| {
             if state.paused_until > now {
-                Gate::Paused(Duration::from_nanos(state.paused_until - now))
-            } else if state.in_flight >= settings.max_in_flight {
-                Gate::Busy
-            } else {
-                Gate::Open
+                return Admission::Paused(Duration::from_nanos(state.paused_until - now));
             }
-        })
-    }
-
-    /// Whether the host is paused, whatever it has in flight.
-    pub(crate) fn gate_pause(&self, key: &HostKey) -> Gate {
-        let now = self.now();
-        self.with_host(key, now, |state, _| {
-            if state.paused_until > now {
-                Gate::Paused(Duration::from_nanos(state.paused_until - now))
-            } else {
-                Gate::Open
+            if state.in_flight >= settings.max_in_flight {
+                let released = state.released.get_or_insert_with(Arc::default);
+                return Admission::Busy(Arc::clone(released));
             }
-        })
-    }
-
-    /// Admits a request that passed the gate and the quota: counts it in flight and reserves
-    /// its slot in the learned pace. Returns how long to wait for that slot.
-    pub(crate) fn admit(&self, key: &HostKey) -> (Duration, u64) {
-        let now = self.now();
-        self.with_host(key, now, |state, _| {
+            if let Some(wait) = quota.and_then(|quota| quota.check(&mut state.tat, now)) {
+                return Admission::Quota(wait);
+            }
             state.in_flight += 1;
             // Each admission takes the slot one interval after the last one, so the pace holds
             // across concurrent requests too.
@@ -348,7 +332,18 @@ impl HostTable {
                 };
             }
             state.last_admit = slot;
-            (Duration::from_nanos(slot - now), slot)
+            Admission::Admitted {
+                slot,
+                wait: Duration::from_nanos(slot - now),
+            }
+        })
+    }
+
+    /// How long the host stays paused; `None` when it is not.
+    pub(crate) fn paused_for(&self, key: &HostKey) -> Option<Duration> {
+        let now = self.now();
+        self.with_host(key, now, |state, _| {
+            (state.paused_until > now).then(|| Duration::from_nanos(state.paused_until - now))
         })
     }
 
@@ -361,14 +356,25 @@ impl HostTable {
         response: Option<(http::StatusCode, &http::HeaderMap)>,
         quota_interval: u64,
     ) {
-        let now = self.now();
-        self.with_host(key, now, |state, settings| {
+        self.with_host(key, admitted, |state, settings| {
             state.in_flight = state.in_flight.saturating_sub(1);
+            if let Some(released) = &state.released {
+                // One place is free: one waiter takes it (or, if none is waiting yet, the next
+                // one to look finds the permit).
+                released.notify_one();
+            }
             if let Some((status, headers)) = response {
+                // Most responses only count as accepted, which they do at the time they were
+                // sent: that saves reading the clock again. A refusal or rate-limit headers
+                // start pauses and hints that run from when they arrived.
+                let now = if is_refusal(status) || ServerLimit::announced(headers) {
+                    self.now()
+                } else {
+                    admitted
+                };
                 state.learn(status, headers, admitted, quota_interval, now, settings);
             }
         });
-        self.shard(key).released.notify_waiters();
     }
 
     fn with_host<T>(
@@ -378,9 +384,11 @@ impl HostTable {
         f: impl FnOnce(&mut HostState, &TableSettings) -> T,
     ) -> T {
         let mut hosts = lock(&self.shard(key).hosts);
-        if !hosts.map.contains_key(&key.0) {
-            self.make_room(&mut hosts, now);
+        if let Some(state) = hosts.map.get_mut(&key.0) {
+            state.last_seen = state.last_seen.max(now);
+            return f(state, &self.settings);
         }
+        self.make_room(&mut hosts, now);
         let state = hosts.map.entry(key.0).or_default();
         state.last_seen = now;
         f(state, &self.settings)
@@ -446,7 +454,10 @@ impl HostState {
         settings: &TableSettings,
     ) {
         let max_pause = nanos(settings.max_pause);
-        if let Some(limit) = ServerLimit::from_headers(headers, std::time::SystemTime::now()) {
+        let limit = ServerLimit::announced(headers)
+            .then(|| ServerLimit::from_headers(headers, std::time::SystemTime::now()))
+            .flatten();
+        if let Some(limit) = limit {
             if let Some(declared) = limit.declared_interval() {
                 self.declared = nanos(declared);
             }
@@ -463,9 +474,7 @@ impl HostState {
                 }
             }
         }
-        let refused = status == http::StatusCode::TOO_MANY_REQUESTS
-            || status == http::StatusCode::SERVICE_UNAVAILABLE;
-        if !refused {
+        if !is_refusal(status) {
             self.count_accepted(now);
             self.recover(quota_interval, now, settings);
             return;
@@ -509,9 +518,10 @@ impl HostState {
 
     /// Counts an accepted response in the current window of one second.
     fn count_accepted(&mut self, now: u64) {
-        if self.window_start == 0 || now - self.window_start >= WINDOW {
+        if self.window_start == 0 || now.saturating_sub(self.window_start) >= WINDOW {
             if self.window_start > 0 && self.window_accepted > 1 {
-                self.delivered_every = (now - self.window_start) / u64::from(self.window_accepted);
+                self.delivered_every =
+                    now.saturating_sub(self.window_start) / u64::from(self.window_accepted);
             }
             self.window_start = now;
             self.window_accepted = 0;
@@ -574,35 +584,6 @@ impl HostState {
     }
 }
 
-/// governor's GCRA keeps its state in the table, beside everything else known of the host.
-impl governor::state::StateStore for TableStore {
-    type Key = HostKey;
-
-    fn measure_and_replace<T, F, E>(&self, key: &HostKey, f: F) -> Result<T, E>
-    where
-        F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
-    {
-        let table = &self.0;
-        let now = table.now();
-        table.with_host(key, now, |state, _| {
-            let previous = state.tat.checked_sub(1).map(Nanos::from);
-            let (outcome, tat) = f(previous)?;
-            state.tat = tat.as_u64() + 1;
-            Ok(outcome)
-        })
-    }
-}
-
-/// A handle on a table for governor.
-#[derive(Clone)]
-pub(crate) struct TableStore(pub(crate) std::sync::Arc<HostTable>);
-
-impl fmt::Debug for TableStore {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("TableStore").finish()
-    }
-}
-
 impl fmt::Debug for HostTable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HostTable")
@@ -628,6 +609,11 @@ impl Hasher for Prehashed {
     fn write_u64(&mut self, n: u64) {
         self.0 = n;
     }
+}
+
+/// The statuses a server refuses with when a client goes too fast.
+fn is_refusal(status: http::StatusCode) -> bool {
+    status == http::StatusCode::TOO_MANY_REQUESTS || status == http::StatusCode::SERVICE_UNAVAILABLE
 }
 
 pub(crate) fn nanos(duration: Duration) -> u64 {

@@ -2,7 +2,7 @@
 //! generated, written and recorded) against GET (nothing is added), measured in one run.
 //!
 //! ```text
-//! cargo bench -p scrapewell-core --bench keys
+//! cargo bench -p scrapewell-benches --bench keys
 //! ```
 
 use std::hint::black_box;

@@ -1,7 +1,7 @@
 //! What the rate limiter costs per request, and per host kept.
 //!
 //! ```text
-//! cargo bench -p scrapewell-core --bench ratelimit
+//! cargo bench -p scrapewell-benches --bench ratelimit
 //! ```
 //!
 //! A no-op service with and without the RateLimit layer, side by side in one run; the layer has

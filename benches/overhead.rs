@@ -1,8 +1,8 @@
 //! What the scrapewell stack costs over bare reqwest, measured side by side in one run.
 //!
 //! ```text
-//! cargo bench -p scrapewell --bench overhead                       # the ratio table
-//! cargo bench -p scrapewell --bench overhead -- --requests 50000   # longer rounds
+//! cargo bench -p scrapewell-benches --bench overhead                       # the ratio table
+//! cargo bench -p scrapewell-benches --bench overhead -- --requests 50000   # longer rounds
 //! scripts/callgrind.sh                                             # instructions per request
 //! ```
 //!
