@@ -322,6 +322,25 @@ async fn a_dropped_request_gives_its_place_back() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn each_completion_lets_one_waiter_in_and_a_waiter_that_gives_up_loses_no_turn() {
+    let inner = tower::service_fn(|_: Request<Bytes>| async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        Ok::<_, BoxError>(ok())
+    });
+    let table = Arc::new(HostTable::new(TableSettings::default().max_in_flight(1)));
+    let service = RateLimitLayer::new(table).layer(inner);
+    let started = Instant::now();
+    let call = || service.clone().oneshot(get("http://a.test/"));
+    let impatient = tokio::time::timeout(Duration::from_millis(50), call());
+    // The first of the five goes at once; the others and the impatient one wait.
+    let (done, impatient) = tokio::join!(join_all((0..5).map(|_| call())), impatient);
+    assert!(impatient.is_err(), "gave up while waiting");
+    assert!(done.iter().all(Result::is_ok));
+    // One at a time, back to back: no completion was lost on the waiter that left.
+    assert_eq!(started.elapsed(), Duration::from_millis(500));
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_slow_host_does_not_hold_the_others_back() {
     let log = Log::default();
     let service = RateLimitLayer::new(table())
