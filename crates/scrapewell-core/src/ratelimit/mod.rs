@@ -113,11 +113,12 @@ where
             return ResponseFuture::called(self.inner.call(request), None);
         };
         let table = &self.shared.table;
+        let quota = limiter.map(|l| &**l);
         // The common case, a host with room now, is settled here with one reading of the clock
         // and one look at the host's state; only a request that has to wait gets a task.
-        match table.admit(&key, table.now(), limiter.map(|l| &**l)) {
+        match table.admit(&key, table.now(), quota) {
             Admission::Admitted { slot, wait } if wait.is_zero() => {
-                let turn = Turn::new(&self.shared, key, slot, limiter.map(|l| &**l));
+                let turn = Turn::new(&self.shared, key, slot, quota);
                 ResponseFuture::called(self.inner.call(request), Some(turn))
             }
             first => {

@@ -364,15 +364,14 @@ impl HostTable {
                 released.notify_one();
             }
             if let Some((status, headers)) = response {
-                // Most responses only count as accepted, which they do at the time they were
-                // sent: that saves reading the clock again. A refusal or rate-limit headers
-                // start pauses and hints that run from when they arrived.
-                let now = if is_refusal(status) || ServerLimit::announced(headers) {
-                    self.now()
-                } else {
-                    admitted
-                };
-                state.learn(status, headers, admitted, quota_interval, now, settings);
+                state.learn(
+                    status,
+                    headers,
+                    admitted,
+                    quota_interval,
+                    || self.now(),
+                    settings,
+                );
             }
         });
     }
@@ -444,19 +443,29 @@ impl HostState {
         self.backoff.max(self.declared).max(hint)
     }
 
+    /// Learns from the response to a request admitted at `admitted`; `clock` reads the time,
+    /// for the responses that need it.
     fn learn(
         &mut self,
         status: http::StatusCode,
         headers: &http::HeaderMap,
         admitted: u64,
         quota_interval: u64,
-        now: u64,
+        clock: impl FnOnce() -> u64,
         settings: &TableSettings,
     ) {
         let max_pause = nanos(settings.max_pause);
         let limit = ServerLimit::announced(headers)
             .then(|| ServerLimit::from_headers(headers, std::time::SystemTime::now()))
             .flatten();
+        // Most responses only count as accepted, which they do at the time they were sent: that
+        // saves reading the clock again. A refusal or rate-limit headers start pauses and hints
+        // that run from when they arrived.
+        let now = if is_refusal(status) || limit.is_some() {
+            clock()
+        } else {
+            admitted
+        };
         if let Some(limit) = limit {
             if let Some(declared) = limit.declared_interval() {
                 self.declared = nanos(declared);
