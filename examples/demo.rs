@@ -4,19 +4,24 @@
 //! the middle of the body), form POSTs into a slow idempotent create whose processing outlasts
 //! the attempt timeout, PUTs to locked documents, POSTs that meet a permanent conflict, and
 //! listing pages on a second host that allows 20 requests a second and answers bare 429s past
-//! that (the client is told nothing about it and learns the pace).
+//! that (the client is told nothing about it and learns the pace). Then a third host behind
+//! anti-bot walls: one block page of each vendor the mock plays, and a crawl through a wall that
+//! blocks each identity after 40 pages, with a hook that hands out fresh sessions.
 //! It prints what happened and exits non-zero when an invariant breaks: a duplicate create, a
-//! request that did not end as its kind should, or a permanent 409 that was retried.
+//! request that did not end as its kind should, a permanent 409 that was retried, a block page
+//! not recognised or retried, a page behind the wall that failed despite rotation.
 //!
 //! Set `RUST_LOG=scrapewell_core=info` to see each retry as it is decided.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use scrapewell::{Client, Error, Response};
-use scrapewell_mock::MockServer;
+use scrapewell::{BlockVerdict, Client, Error, Identity, Response, Rotate};
+use scrapewell_mock::{BLOCK_VENDORS, MockServer};
 
 const CONCURRENCY: usize = 16;
 
@@ -191,8 +196,15 @@ async fn main() -> ExitCode {
         .await;
     let elapsed = started.elapsed();
 
-    let (report, violations) = summarize(&finished, &client, &servers);
+    let (report, mut violations) = summarize(&finished, &client, &servers);
     print!("{report}");
+    match blocked_host().await {
+        Ok((report, broken)) => {
+            print!("{report}");
+            violations.extend(broken);
+        }
+        Err(error) => violations.push(format!("the blocked host could not run: {error}")),
+    }
     println!("\n{total} requests in {:.2} s", elapsed.as_secs_f64());
     if violations.is_empty() {
         println!("all invariants hold");
@@ -353,4 +365,101 @@ fn summarize(finished: &[Finished], client: &Client, servers: &Servers) -> (Stri
         });
     let _ = writeln!(out, "  {:<28} {:>8}", "pace learned", pace);
     (out, violations)
+}
+
+/// Hands out a fresh session cookie after each block, and counts them.
+#[derive(Clone, Default)]
+struct FreshSessions(Arc<AtomicU32>);
+
+impl Rotate for FreshSessions {
+    fn rotate(&self, _host: &str, _verdict: &BlockVerdict) -> Option<Identity> {
+        let n = self.0.fetch_add(1, Ordering::Relaxed) + 1;
+        Identity::new().cookie(&format!("session=demo-{n}")).ok()
+    }
+}
+
+/// A host behind anti-bot walls: one page of every vendor the mock plays, then a crawl through
+/// a wall that blocks each identity after 40 pages, with a hook that rotates the session.
+async fn blocked_host() -> Result<(String, Vec<String>), Box<dyn std::error::Error>> {
+    let walled = MockServer::start().await?;
+    let mut violations = Vec::new();
+    let mut by_vendor: BTreeMap<String, u32> = BTreeMap::new();
+    let plain = Client::builder().block_cool_down(Duration::ZERO).build()?;
+    for vendor in BLOCK_VENDORS {
+        let expected = match *vendor {
+            "captcha" | "empty" => "generic",
+            other => other,
+        };
+        match plain
+            .get(walled.url(&format!("/blocked/{vendor}")))
+            .send()
+            .await
+        {
+            Err(Error::Blocked {
+                verdict, attempts, ..
+            }) => {
+                *by_vendor
+                    .entry(format!("{} {}", verdict.vendor(), verdict.kind()))
+                    .or_default() += 1;
+                if verdict.vendor() != expected {
+                    violations.push(format!("{vendor}'s page was judged {verdict}"));
+                }
+                if attempts.count() != 1 {
+                    violations.push(format!("{vendor}'s block page was retried"));
+                }
+            }
+            other => violations.push(format!(
+                "{vendor}'s block page was not recognised: {other:?}"
+            )),
+        }
+    }
+
+    let hook = FreshSessions::default();
+    let rotating = Client::builder().rotate_identity(hook.clone()).build()?;
+    use futures_util::StreamExt;
+    let pages = 160;
+    let errors = futures_util::stream::iter(0..pages)
+        .map(|page| {
+            let request = rotating.get(walled.url(&format!("/guarded/{page}?after=40")));
+            async move { request.send().await.is_err() }
+        })
+        .buffer_unordered(4)
+        .filter(|failed| std::future::ready(*failed))
+        .count()
+        .await;
+    let stats = walled.stats();
+    let rotations = hook.0.load(Ordering::Relaxed);
+    if errors > 0 {
+        violations.push(format!(
+            "{errors} pages behind the wall failed despite rotation"
+        ));
+    }
+    if u64::from(rotations) != stats.identities_blocked {
+        violations.push(format!(
+            "{rotations} rotations for {} blocked identities",
+            stats.identities_blocked
+        ));
+    }
+
+    let mut out = String::new();
+    let _ = writeln!(out, "\nblocked host: one block page per vendor, verdicts");
+    for (verdict, count) in &by_vendor {
+        let _ = writeln!(out, "  {verdict:<28} {count:>6}");
+    }
+    let _ = writeln!(
+        out,
+        "\nwall blocking each identity after 40 pages ({pages} pages, concurrency 4)"
+    );
+    for (label, value) in [
+        ("pages that failed", errors as u64),
+        ("identities blocked", stats.identities_blocked),
+        ("fresh identities (rotations)", u64::from(rotations)),
+        (
+            "requests with a blocked one",
+            stats.blocked_identity_requests,
+        ),
+    ] {
+        let _ = writeln!(out, "  {label:<28} {value:>6}");
+    }
+    Ok((out, violations))
 }

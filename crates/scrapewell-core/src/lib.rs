@@ -6,6 +6,8 @@
 //! - [`idempotency`]: one `Idempotency-Key` per logical POST / PATCH, reused by every attempt.
 //! - [`ratelimit`]: per-host pacing on governor's GCRA, learning from 429s, `Retry-After` and
 //!   every generation of rate-limit headers, in one bounded table shared by all requests.
+//! - [`block`]: recognises block pages (Cloudflare, DataDome, Akamai, … and soft blocks) from
+//!   a bounded prefix of the body, passing the body on intact.
 //! - [`timeout`]: a time limit on each attempt, below the layers that hold requests back.
 //!
 //! The layers are generic over `http::Request<B>` / `http::Response<B>` and never name a
@@ -32,6 +34,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
+pub mod block;
 mod body;
 mod boxed;
 pub mod idempotency;

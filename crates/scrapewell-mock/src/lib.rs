@@ -51,6 +51,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
+mod blocks;
 mod routes;
 mod state;
 
@@ -64,6 +65,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+pub use blocks::BLOCK_VENDORS;
 use state::State;
 pub use state::{LimitStats, Stats};
 

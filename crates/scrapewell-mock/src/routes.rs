@@ -17,6 +17,7 @@ use http_body_util::{BodyExt, Full, Limited, StreamBody};
 use hyper::body::{Frame, Incoming};
 use sha2::{Digest, Sha256};
 
+use crate::blocks::block_page;
 use crate::state::{KeyEntry, State};
 
 type Body = BoxBody<Bytes, io::Error>;
@@ -125,6 +126,14 @@ pub(crate) async fn handle(
         (["redirect"], _) => redirect(&query),
         (["echo"], _) => echo(&request),
         (["limited", _], _) => limited(&state, &path, peer, &request, &query),
+        (["blocked", vendor], _) => match block_page(vendor, nth) {
+            Some(page) => {
+                state.counters.blocks_served.fetch_add(1, Ordering::Relaxed);
+                page.map(|body| full(Bytes::from(body)))
+            }
+            None => text(StatusCode::NOT_FOUND, "no such vendor"),
+        },
+        (["guarded", page], _) => guarded(&state, &request, &query, page, nth),
         _ => text(StatusCode::NOT_FOUND, "no such scenario"),
     };
     Ok(response)
@@ -280,8 +289,12 @@ fn problem(status: StatusCode, type_uri: &str, title: &str, detail: &str) -> Res
     respond(status, PROBLEM_JSON, Bytes::from(body.to_string()))
 }
 
+fn full(body: Bytes) -> Body {
+    Full::new(body).map_err(|never| match never {}).boxed()
+}
+
 fn respond(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Body> {
-    let mut response = Response::new(Full::new(body).map_err(|never| match never {}).boxed());
+    let mut response = Response::new(full(body));
     *response.status_mut() = status;
     response
         .headers_mut()
@@ -501,4 +514,64 @@ fn header_text(headers: &HeaderMap, name: http::header::HeaderName) -> String {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_ascii_lowercase()
+}
+
+/// A page behind an anti-bot wall that tracks identities (the `session` cookie, else the
+/// `x-identity` header, else the peer's address): after `after` pages (50) an identity is
+/// blocked for good with `vendor`'s block page (DataDome's by default); a fresh identity gets
+/// through.
+fn guarded(
+    state: &State,
+    request: &Request<Incoming>,
+    query: &HashMap<String, String>,
+    page: &str,
+    nth: u64,
+) -> Response<Body> {
+    let after = query
+        .get("after")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50u64);
+    let vendor = query.get("vendor").map_or("datadome", String::as_str);
+    let identity = cookie(request.headers(), "session")
+        .or_else(|| {
+            let value = request.headers().get("x-identity")?;
+            value.to_str().ok().map(str::to_owned)
+        })
+        .unwrap_or_else(|| "anonymous".to_owned());
+    let blocked = {
+        let mut identities = state.identities();
+        let log = identities.by_name.entry(identity).or_default();
+        let repeat = log.blocked;
+        log.blocked = log.blocked || log.served >= after;
+        if !log.blocked {
+            log.served += 1;
+        }
+        let blocked = log.blocked;
+        if repeat {
+            identities.blocked_requests += 1;
+        }
+        blocked
+    };
+    if !blocked {
+        return html_page(page);
+    }
+    match block_page(vendor, nth) {
+        Some(page) => {
+            state.counters.blocks_served.fetch_add(1, Ordering::Relaxed);
+            page.map(|body| full(Bytes::from(body)))
+        }
+        None => text(StatusCode::NOT_FOUND, "no such vendor"),
+    }
+}
+
+/// The value of cookie `name` in the request's `Cookie` headers.
+fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(n, _)| *n == name)
+        .map(|(_, value)| value.to_owned())
 }

@@ -40,6 +40,13 @@ pub struct Stats {
     pub resets: u64,
     /// Responses held back by `/stall`.
     pub stalls: u64,
+    /// Block pages served by `/blocked` and `/guarded`.
+    pub blocks_served: u64,
+    /// Identities `/guarded` blocked.
+    pub identities_blocked: u64,
+    /// Requests `/guarded` received with an identity it had already blocked: what a client that
+    /// retries blindly sends.
+    pub blocked_identity_requests: u64,
 }
 
 /// What a rate-limited route accepted and refused.
@@ -63,6 +70,7 @@ pub(crate) struct State {
     paths: Mutex<HashMap<String, PathLog>>,
     pub(crate) orders: Mutex<Orders>,
     limits: Mutex<HashMap<String, Limited>>,
+    pub(crate) identities: Mutex<Identities>,
 }
 
 /// One rate-limited route: a GCRA per client, and what it decided.
@@ -96,6 +104,21 @@ pub(crate) struct Counters {
     pub(crate) injected_failures: AtomicU64,
     pub(crate) resets: AtomicU64,
     pub(crate) stalls: AtomicU64,
+    pub(crate) blocks_served: AtomicU64,
+}
+
+/// What `/guarded` knows of one identity.
+#[derive(Debug, Default)]
+pub(crate) struct IdentityLog {
+    pub(crate) served: u64,
+    pub(crate) blocked: bool,
+}
+
+/// The identities `/guarded` has seen.
+#[derive(Debug, Default)]
+pub(crate) struct Identities {
+    pub(crate) by_name: HashMap<String, IdentityLog>,
+    pub(crate) blocked_requests: u64,
 }
 
 #[derive(Debug, Default)]
@@ -230,7 +253,16 @@ impl State {
         lock(&self.orders)
     }
 
+    pub(crate) fn identities(&self) -> MutexGuard<'_, Identities> {
+        lock(&self.identities)
+    }
+
     pub(crate) fn stats(&self) -> Stats {
+        let (identities_blocked, blocked_identity_requests) = {
+            let identities = self.identities();
+            let blocked = identities.by_name.values().filter(|i| i.blocked).count() as u64;
+            (blocked, identities.blocked_requests)
+        };
         let orders = self.orders();
         let counter = |c: &AtomicU64| c.load(Ordering::Relaxed);
         Stats {
@@ -247,6 +279,9 @@ impl State {
             injected_failures: counter(&self.counters.injected_failures),
             resets: counter(&self.counters.resets),
             stalls: counter(&self.counters.stalls),
+            blocks_served: counter(&self.counters.blocks_served),
+            identities_blocked,
+            blocked_identity_requests,
         }
     }
 }

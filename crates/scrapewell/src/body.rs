@@ -1,8 +1,11 @@
 //! Request and response bodies.
 
 use std::fmt;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use http_body::{Frame, SizeHint};
 use scrapewell_core::{InspectBody, ReplayBody};
 
 /// A request body: buffered (re-sent on every attempt) or a stream (sent once, never retried).
@@ -143,7 +146,7 @@ pub(crate) struct ResponseBody {
 /// Whole, or (in streaming mode) still arriving.
 pub(crate) enum BodyData {
     Whole(Bytes),
-    Streaming(Box<reqwest::Response>),
+    Streaming(reqwest::Body),
 }
 
 impl InspectBody for ResponseBody {
@@ -151,6 +154,37 @@ impl InspectBody for ResponseBody {
         match &self.data {
             BodyData::Whole(bytes) => Some(bytes),
             BodyData::Streaming(_) => None,
+        }
+    }
+}
+
+/// A whole body is one frame; a streaming one is reqwest's.
+impl http_body::Body for ResponseBody {
+    type Data = Bytes;
+    type Error = reqwest::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, reqwest::Error>>> {
+        match &mut self.get_mut().data {
+            BodyData::Whole(bytes) if bytes.is_empty() => Poll::Ready(None),
+            BodyData::Whole(bytes) => Poll::Ready(Some(Ok(Frame::data(std::mem::take(bytes))))),
+            BodyData::Streaming(stream) => Pin::new(stream).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.data {
+            BodyData::Whole(bytes) => bytes.is_empty(),
+            BodyData::Streaming(stream) => stream.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.data {
+            BodyData::Whole(bytes) => SizeHint::with_exact(bytes.len() as u64),
+            BodyData::Streaming(stream) => stream.size_hint(),
         }
     }
 }

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
+use scrapewell_core::block::{BlockDetect, BlockDetectLayer, Detector, RuleSet};
 use scrapewell_core::idempotency::{
     IDEMPOTENCY_KEY, Idempotency, IdempotencyLayer, KeyFormat, KeyStrategy,
 };
@@ -14,11 +15,12 @@ use scrapewell_core::retry::{Retry, RetryBudget, RetryLayer, RetryPolicy};
 use scrapewell_core::timeout::{AttemptTimeout, AttemptTimeoutLayer};
 use tower::{Service, ServiceBuilder};
 
+use crate::block::{Blocking, Rotate, WhileCooling};
 use crate::transport::{Outgoing, Transport, TransportConfig};
 use crate::{Error, IntoUrl, RequestBuilder};
 
 /// The layers every request goes through, outermost first.
-pub(crate) type Stack = Idempotency<Retry<RateLimit<AttemptTimeout<Transport>>>>;
+pub(crate) type Stack = Idempotency<Retry<RateLimit<AttemptTimeout<BlockDetect<Transport>>>>>;
 pub(crate) type StackFuture = <Stack as Service<http::Request<Outgoing>>>::Future;
 
 /// A scraping client: reqwest underneath, with conflict-aware retries, idempotency keys and a
@@ -53,6 +55,8 @@ struct ClientInner {
     stack: Stack,
     keys: KeySettings,
     max_body_size: u64,
+    blocking: Blocking,
+    receive_blocked: bool,
 }
 
 /// How this client writes idempotency keys, for keys a caller passes per request.
@@ -134,6 +138,14 @@ impl Client {
         self.inner.max_body_size
     }
 
+    pub(crate) fn blocking(&self) -> &Blocking {
+        &self.inner.blocking
+    }
+
+    pub(crate) fn receives_blocked(&self) -> bool {
+        self.inner.receive_blocked
+    }
+
     /// What the client has learned about the host of `url`: refusals, the pace it keeps, a
     /// pause in force, requests in flight. `None` for a host it has not seen (or forgot).
     pub fn host_stats(&self, url: impl IntoUrl) -> Option<HostStats> {
@@ -157,6 +169,9 @@ impl Client {
 /// | redirects followed | 10 |
 /// | rate limit | none configured: hosts are paced by what they say (429, `Retry-After`, rate-limit headers) |
 /// | requests in flight per host | 8 |
+/// | block detection | the embedded rules ([`RuleSet::embedded`]) |
+/// | after a block | the host cools down for 60 s: requests to it fail fast |
+/// | identity rotation | none: a blocked request fails with [`Error::Blocked`] |
 ///
 /// # Example
 ///
@@ -192,6 +207,12 @@ pub struct ClientBuilder {
     hosts: TableSettings,
     key_hosts_by: KeyBy,
     rate_limit_jitter: Option<f64>,
+    block_rules: Option<RuleSet>,
+    cool_down: Duration,
+    while_cooling: WhileCooling,
+    rotate: Option<Arc<dyn Rotate>>,
+    max_rotations: u32,
+    receive_blocked: bool,
     error: Option<Error>,
 }
 
@@ -215,6 +236,12 @@ impl Default for ClientBuilder {
             hosts: TableSettings::default(),
             key_hosts_by: KeyBy::default(),
             rate_limit_jitter: None,
+            block_rules: None,
+            cool_down: Duration::from_secs(60),
+            while_cooling: WhileCooling::FailFast,
+            rotate: None,
+            max_rotations: 3,
+            receive_blocked: false,
             error: None,
         }
     }
@@ -390,6 +417,55 @@ impl ClientBuilder {
         self
     }
 
+    /// The block rules responses are classified by (the embedded ones by default); see
+    /// [`RuleSet`] to add rules or load them from a file.
+    pub fn block_rules(mut self, rules: RuleSet) -> Self {
+        self.block_rules = Some(rules);
+        self
+    }
+
+    /// Whether responses are checked for block pages at all (on by default).
+    pub fn block_detection(mut self, enabled: bool) -> Self {
+        if !enabled {
+            self.block_rules = Some(RuleSet::empty());
+        }
+        self
+    }
+
+    /// How long a host cools down after a block that no fresh identity answered (60 s; zero:
+    /// no cool-down).
+    pub fn block_cool_down(mut self, cool_down: Duration) -> Self {
+        self.cool_down = cool_down;
+        self
+    }
+
+    /// What requests to a cooling host do: fail fast (the default) or wait.
+    pub fn while_cooling(mut self, mode: WhileCooling) -> Self {
+        self.while_cooling = mode;
+        self
+    }
+
+    /// The hook that hands out a fresh identity after a block; a blocked request is sent again
+    /// with it, up to [`max_rotations`](Self::max_rotations) times.
+    pub fn rotate_identity(mut self, rotate: impl Rotate) -> Self {
+        self.rotate = Some(Arc::new(rotate));
+        self
+    }
+
+    /// Fresh identities one request may go through (3).
+    pub fn max_rotations(mut self, rotations: u32) -> Self {
+        self.max_rotations = rotations;
+        self
+    }
+
+    /// Hand block pages to the caller as responses, with
+    /// [`Response::block_verdict`](crate::Response::block_verdict) set, instead of failing
+    /// with [`Error::Blocked`]. They are not retried either way.
+    pub fn receive_blocked(mut self, receive: bool) -> Self {
+        self.receive_blocked = receive;
+        self
+    }
+
     /// The client.
     pub fn build(self) -> Result<Client, Error> {
         if let Some(error) = self.error {
@@ -432,17 +508,31 @@ impl ClientBuilder {
             Some(timeout) => AttemptTimeoutLayer::new(timeout),
             None => AttemptTimeoutLayer::none(),
         };
+        let detector = match &self.block_rules {
+            Some(rules) => Detector::new(rules).map_err(|e| Error::Config {
+                reason: e.to_string(),
+            })?,
+            None => Detector::default(),
+        };
         let stack = ServiceBuilder::new()
             .layer(keys)
             .layer(RetryLayer::new(self.policy))
             .layer(rate_limit)
             .layer(timeout)
+            .layer(BlockDetectLayer::new(detector))
             .service(transport);
         Ok(Client {
             inner: Arc::new(ClientInner {
                 stack,
                 keys: self.keys,
                 max_body_size: self.max_body_size,
+                blocking: Blocking::new(
+                    self.cool_down,
+                    self.while_cooling,
+                    self.max_rotations,
+                    self.rotate,
+                ),
+                receive_blocked: self.receive_blocked,
             }),
         })
     }

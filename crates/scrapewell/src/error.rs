@@ -5,6 +5,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode};
 use scrapewell_core::ProblemDetails;
+use scrapewell_core::block::BlockVerdict;
 use scrapewell_core::retry::{Attempts, RetryError, RetryReason};
 
 use crate::TransportError;
@@ -65,6 +66,21 @@ pub enum Error {
         /// The current state, when the server sent it in the body.
         current: Option<Bytes>,
         /// The attempts made.
+        attempts: Attempts,
+    },
+    /// The site answered with a block page (a challenge, a captcha, access denied), or the
+    /// host is cooling down after one. Never retried blindly: only with a fresh identity from
+    /// the client's [`Rotate`](crate::Rotate) hook, when it has one.
+    #[error("blocked{}: {verdict}", status.map(|s| format!(" ({s})")).unwrap_or_else(|| format!(" (host cooling down for {:?})", cooling_for.unwrap_or_default())))]
+    Blocked {
+        /// The status of the block page; `None` when nothing was sent because the host is
+        /// cooling down.
+        status: Option<StatusCode>,
+        /// Who blocked, how, and on what evidence.
+        verdict: Box<BlockVerdict>,
+        /// The cool-down left, when the request failed fast because of it.
+        cooling_for: Option<Duration>,
+        /// The attempts made (none when it failed fast).
         attempts: Attempts,
     },
     /// The server kept refusing for load (429, 503 with `Retry-After`) until the attempts ran
@@ -180,6 +196,7 @@ impl Error {
             Error::InvalidRequest { .. } | Error::Config { .. } => None,
             Error::Conflict { attempts, .. }
             | Error::StaleVersion { attempts, .. }
+            | Error::Blocked { attempts, .. }
             | Error::RateLimited { attempts, .. }
             | Error::RetryAfterTooLong { attempts, .. }
             | Error::Timeout { attempts, .. }
@@ -202,6 +219,7 @@ impl Error {
             | Error::RateLimited { status, .. }
             | Error::RetryAfterTooLong { status, .. }
             | Error::Status { status, .. } => Some(*status),
+            Error::Blocked { status, .. } => *status,
             _ => None,
         }
     }
@@ -209,6 +227,14 @@ impl Error {
     /// A 409 that was not retried, or outlasted the retries.
     pub fn is_conflict(&self) -> bool {
         matches!(self, Error::Conflict { .. })
+    }
+
+    /// A block page, or a host cooling down after one; the verdict says who blocked and how.
+    pub fn block_verdict(&self) -> Option<&BlockVerdict> {
+        match self {
+            Error::Blocked { verdict, .. } => Some(verdict),
+            _ => None,
+        }
     }
 
     /// An attempt timeout or the deadline.
@@ -255,6 +281,16 @@ impl From<RetryError<TransportError>> for Error {
                 status,
                 etag,
                 current,
+                attempts,
+            },
+            RetryError::Blocked {
+                status,
+                verdict,
+                attempts,
+            } => Error::Blocked {
+                status: Some(status),
+                verdict,
+                cooling_for: None,
                 attempts,
             },
             RetryError::RateLimited {

@@ -11,8 +11,12 @@
 //!      └ RetryLayer     — conflict-aware classification, backoff, deadline, retry budget
 //!        └ RateLimitLayer — per-host pace: quotas, pauses, what the server says, in flight
 //!          └ attempt timeout
-//!            └ transport  — reqwest; redirects followed; the body read whole, within a cap
+//!            └ BlockDetectLayer — block pages recognised from status, headers, body prefix
+//!              └ transport  — reqwest; redirects followed; the body read whole, within a cap
 //! ```
+//!
+//! Around the stack, a host that blocked the client cools down (requests to it fail fast, or
+//! wait), and a [`Rotate`] hook can hand out a fresh [`Identity`] to retry with.
 //!
 //! # Example
 //!
@@ -36,6 +40,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
+mod block;
 mod body;
 mod client;
 mod error;
@@ -43,6 +48,7 @@ mod request;
 mod response;
 mod transport;
 
+pub use block::{Identity, Rotate, WhileCooling};
 pub use body::Body;
 pub use client::{Client, ClientBuilder};
 pub use error::Error;
@@ -51,6 +57,7 @@ pub use response::Response;
 pub use transport::TransportError;
 
 pub use scrapewell_core::ProblemDetails;
+pub use scrapewell_core::block::{BlockKind, BlockVerdict, Detector, Evidence, RuleError, RuleSet};
 pub use scrapewell_core::idempotency::{KeyFormat, KeyStrategy};
 pub use scrapewell_core::ratelimit::{HostStats, KeyBy, Quota, TableSettings};
 pub use scrapewell_core::retry::{Attempts, RetryReason, RetryRecord, TransientConflict};

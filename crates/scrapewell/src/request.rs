@@ -8,8 +8,10 @@ use std::time::Duration;
 
 use http::header::CONTENT_TYPE;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
+use scrapewell_core::ReplayBody;
 use scrapewell_core::idempotency::{KeyFormat, WithoutKey};
-use scrapewell_core::retry::RetryOverrides;
+use scrapewell_core::ratelimit::HostKey;
+use scrapewell_core::retry::{Attempts, ReceiveBlocked, RetryError, RetryOverrides};
 use scrapewell_core::timeout::AttemptTimeoutOverride;
 use serde::Serialize;
 use tower::Service;
@@ -17,6 +19,7 @@ use tracing::Instrument;
 use tracing::instrument::Instrumented;
 use url::Url;
 
+use crate::block::{AfterBlock, WhileCooling};
 use crate::client::{Stack, StackFuture};
 use crate::transport::{Outgoing, ReadMode};
 use crate::{Body, Client, Error, Response};
@@ -53,6 +56,7 @@ pub struct RequestBuilder {
     attempt_timeout: Option<Duration>,
     read: ReadMode,
     without_key: bool,
+    receive_blocked: bool,
     error: Option<Error>,
 }
 
@@ -108,6 +112,7 @@ impl RequestBuilder {
             attempt_timeout: None,
             read,
             without_key: false,
+            receive_blocked: false,
             error: None,
         }
     }
@@ -270,22 +275,47 @@ impl RequestBuilder {
     /// Sends the request through the client's layers; the returned [`Pending`] resolves to
     /// the response. Building happens here, so the future is small and cheap to move.
     pub fn send(self) -> Pending {
+        let client = self.client.clone();
         let inner = match self.into_http() {
-            Ok((request, max_body, mut stack)) => {
+            Ok((mut request, max_body, mut stack)) => {
                 let span = tracing::info_span!(
                     "request",
                     method = %request.method(),
                     host = %request.uri().host().unwrap_or_default(),
                     path = %LoggedTarget(&request.body().url),
                 );
-                PendingState::Sending {
-                    future: stack.call(request).instrument(span),
-                    max_body,
+                let url = &request.body().url;
+                let host = HostKey::of(
+                    url.host_str().unwrap_or_default(),
+                    url.port_or_known_default().unwrap_or_default(),
+                );
+                let blocking = client.blocking();
+                let cooling = blocking.cooling(&host);
+                if cooling.is_some() || blocking.rotates() {
+                    let send = guarded(client.clone(), stack, request, host, max_body);
+                    PendingState::Guarded(Box::pin(send.instrument(span)))
+                } else {
+                    if client.receives_blocked() {
+                        request.extensions_mut().insert(ReceiveBlocked);
+                    }
+                    PendingState::Sending {
+                        future: stack.call(request).instrument(span),
+                        max_body,
+                        client,
+                        host,
+                    }
                 }
             }
             Err(error) => PendingState::Failed(Some(error)),
         };
         Pending { inner }
+    }
+
+    /// Hands a block page to the caller as a response, with its verdict, instead of failing
+    /// with [`Error::Blocked`]. It is not retried either way.
+    pub fn receive_blocked(mut self) -> Self {
+        self.receive_blocked = true;
+        self
     }
 
     /// The request as the layers take it, the body cap in force, and the stack to send it on.
@@ -300,6 +330,7 @@ impl RequestBuilder {
             attempt_timeout,
             read,
             without_key,
+            receive_blocked,
             error,
         } = self;
         if let Some(error) = error {
@@ -321,6 +352,9 @@ impl RequestBuilder {
         }
         if without_key {
             extensions.insert(WithoutKey);
+        }
+        if receive_blocked {
+            extensions.insert(ReceiveBlocked);
         }
         if read.streaming || read.max_body != client.max_body_size() {
             extensions.insert(read);
@@ -358,10 +392,88 @@ pub struct Pending {
 
 enum PendingState {
     Failed(Option<Error>),
+    /// The common case: straight through the layers.
     Sending {
         future: Instrumented<StackFuture>,
         max_body: u64,
+        client: Client,
+        host: HostKey,
     },
+    /// A host cooling down, or a client that rotates identities after blocks.
+    Guarded(Pin<Box<dyn Future<Output = Result<Response, Error>> + Send>>),
+}
+
+/// Sends a request to a host that is cooling down (failing fast or waiting, as configured),
+/// or on a client that rotates identities: a blocked attempt is sent again with the fresh
+/// identity its hook hands out, never with the one that was blocked.
+async fn guarded(
+    client: Client,
+    mut stack: Stack,
+    mut request: http::Request<Outgoing>,
+    host: HostKey,
+    max_body: u64,
+) -> Result<Response, Error> {
+    let blocking = client.blocking();
+    while let Some(cooling) = blocking.cooling(&host) {
+        match blocking.while_cooling {
+            WhileCooling::FailFast => {
+                return Err(Error::Blocked {
+                    status: None,
+                    verdict: Box::new((*cooling.verdict).clone()),
+                    cooling_for: Some(cooling.remaining),
+                    attempts: Attempts::default(),
+                });
+            }
+            WhileCooling::Wait => tokio::time::sleep(cooling.remaining).await,
+        }
+    }
+    if client.receives_blocked() {
+        request.extensions_mut().insert(ReceiveBlocked);
+    }
+    let mut generation = blocking.apply_current(&host, request.headers_mut());
+    let url = &request.body().url;
+    let host_name = format!(
+        "{}:{}",
+        url.host_str().unwrap_or_default(),
+        url.port_or_known_default().unwrap_or_default()
+    );
+    let mut rotations = 0;
+    loop {
+        // The spare is kept only while a rotation may need it.
+        let spare = (blocking.rotates() && rotations < blocking.max_rotations)
+            .then(|| try_clone(&request))
+            .flatten();
+        let error = match stack.call(request).await {
+            Ok(response) => return Ok(Response::from_http(response, max_body)),
+            Err(error) => error,
+        };
+        let RetryError::Blocked { verdict, .. } = &error else {
+            return Err(error.into());
+        };
+        let Some(mut next) = spare else {
+            blocking.give_up(&host, verdict);
+            return Err(error.into());
+        };
+        match blocking.after_block(&host, &host_name, generation, verdict) {
+            AfterBlock::Retry(current) => {
+                current.apply(next.headers_mut());
+                generation = current.generation;
+                rotations += 1;
+                request = next;
+            }
+            AfterBlock::GiveUp => return Err(error.into()),
+        }
+    }
+}
+
+/// A copy of a request for another round, when its body can be sent again.
+fn try_clone(request: &http::Request<Outgoing>) -> Option<http::Request<Outgoing>> {
+    let mut clone = http::Request::new(request.body().try_clone()?);
+    *clone.method_mut() = request.method().clone();
+    *clone.uri_mut() = request.uri().clone();
+    *clone.headers_mut() = request.headers().clone();
+    *clone.extensions_mut() = request.extensions().clone();
+    Some(clone)
 }
 
 impl Future for Pending {
@@ -373,13 +485,24 @@ impl Future for Pending {
                 Some(error) => Poll::Ready(Err(error)),
                 None => panic!("Pending polled after it completed"),
             },
-            PendingState::Sending { future, max_body } => match Pin::new(future).poll(cx) {
+            PendingState::Sending {
+                future,
+                max_body,
+                client,
+                host,
+            } => match Pin::new(future).poll(cx) {
                 Poll::Ready(Ok(response)) => {
                     Poll::Ready(Ok(Response::from_http(response, *max_body)))
                 }
-                Poll::Ready(Err(error)) => Poll::Ready(Err(error.into())),
+                Poll::Ready(Err(error)) => {
+                    if let RetryError::Blocked { verdict, .. } = &error {
+                        client.blocking().give_up(host, verdict);
+                    }
+                    Poll::Ready(Err(error.into()))
+                }
                 Poll::Pending => Poll::Pending,
             },
+            PendingState::Guarded(future) => future.as_mut().poll(cx),
         }
     }
 }

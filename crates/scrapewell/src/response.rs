@@ -7,6 +7,9 @@ use scrapewell_core::retry::Attempts;
 use serde::de::DeserializeOwned;
 use url::Url;
 
+use http_body_util::BodyExt;
+use scrapewell_core::block::{BlockVerdict, PeekedBody};
+
 use crate::body::{BodyData, ResponseBody};
 use crate::{Error, TransportError};
 
@@ -31,22 +34,31 @@ pub struct Response {
     status: StatusCode,
     version: Version,
     headers: HeaderMap,
-    url: Url,
     attempts: Attempts,
-    body: BodyData,
+    verdict: Option<Box<BlockVerdict>>,
+    /// The body, and the URL it came from.
+    body: PeekedBody<ResponseBody>,
     received: u64,
     max_body: u64,
 }
 
 impl Response {
-    pub(crate) fn from_http(response: http::Response<ResponseBody>, max_body: u64) -> Self {
-        let (mut parts, ResponseBody { data: body, url }) = response.into_parts();
+    pub(crate) fn from_http(
+        response: http::Response<PeekedBody<ResponseBody>>,
+        max_body: u64,
+    ) -> Self {
+        let (mut parts, body) = response.into_parts();
+        let verdict = if parts.extensions.is_empty() {
+            None
+        } else {
+            parts.extensions.remove::<BlockVerdict>().map(Box::new)
+        };
         Response {
             status: parts.status,
             version: parts.version,
             headers: parts.headers,
-            url,
             attempts: Attempts::take(&mut parts.extensions),
+            verdict,
             body,
             received: 0,
             max_body,
@@ -70,7 +82,7 @@ impl Response {
 
     /// The URL the response came from, after redirects.
     pub fn url(&self) -> &Url {
-        &self.url
+        &self.body.get_ref().url
     }
 
     /// How many attempts the request took, and why each retry was made.
@@ -78,9 +90,16 @@ impl Response {
         &self.attempts
     }
 
+    /// The verdict on a block page, for a request that asked to receive them
+    /// ([`receive_blocked`](crate::RequestBuilder::receive_blocked)); `None` for a response that
+    /// is not a block.
+    pub fn block_verdict(&self) -> Option<&BlockVerdict> {
+        self.verdict.as_deref()
+    }
+
     /// Whether the body is still arriving (streaming mode) rather than already whole.
     pub fn is_streaming(&self) -> bool {
-        matches!(self.body, BodyData::Streaming(_))
+        matches!(self.body.get_ref().data, BodyData::Streaming(_))
     }
 
     /// An [`Error::Status`] for a 4xx or 5xx, else the response itself.
@@ -97,34 +116,40 @@ impl Response {
 
     /// The next piece of the body; `None` at its end. A whole body comes as one piece.
     pub async fn chunk(&mut self) -> Result<Option<Bytes>, Error> {
-        match &mut self.body {
-            BodyData::Whole(bytes) if bytes.is_empty() => Ok(None),
-            BodyData::Whole(bytes) => Ok(Some(std::mem::take(bytes))),
-            BodyData::Streaming(stream) => {
-                let chunk = stream.chunk().await.map_err(|e| Error::Transport {
-                    source: TransportError::Body(e.without_url()),
-                    attempts: self.attempts.clone(),
-                })?;
-                if let Some(chunk) = &chunk {
-                    self.received += chunk.len() as u64;
-                    if self.received > self.max_body {
-                        return Err(Error::BodyTooLarge {
-                            limit: self.max_body,
-                            attempts: self.attempts.clone(),
-                        });
-                    }
+        let streaming = self.is_streaming();
+        while let Some(frame) = self.body.frame().await {
+            let frame = frame.map_err(|e| Error::Transport {
+                source: TransportError::Body(e.without_url()),
+                attempts: self.attempts.clone(),
+            })?;
+            let Ok(chunk) = frame.into_data() else {
+                continue;
+            };
+            if streaming {
+                self.received += chunk.len() as u64;
+                if self.received > self.max_body {
+                    return Err(Error::BodyTooLarge {
+                        limit: self.max_body,
+                        attempts: self.attempts.clone(),
+                    });
                 }
-                Ok(chunk)
             }
+            return Ok(Some(chunk));
         }
+        Ok(None)
     }
 
     /// The whole body.
     pub async fn bytes(mut self) -> Result<Bytes, Error> {
-        if let BodyData::Whole(bytes) = &mut self.body {
-            return Ok(std::mem::take(bytes));
-        }
-        let mut whole = bytes::BytesMut::new();
+        let Some(first) = self.chunk().await? else {
+            return Ok(Bytes::new());
+        };
+        // A body that is one piece (a whole one always is) is handed on without a copy.
+        let Some(second) = self.chunk().await? else {
+            return Ok(first);
+        };
+        let mut whole = bytes::BytesMut::from(first);
+        whole.extend_from_slice(&second);
         while let Some(chunk) = self.chunk().await? {
             whole.extend_from_slice(&chunk);
         }

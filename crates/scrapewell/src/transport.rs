@@ -11,6 +11,7 @@ use http::header::{
 };
 use http::{HeaderName, Method, StatusCode};
 use scrapewell_core::ReplayBody;
+use scrapewell_core::block::RedirectedTo;
 use scrapewell_core::retry::{ClassifyError, TransportFailure};
 use scrapewell_core::timeout::Elapsed;
 use tower::Service;
@@ -192,7 +193,7 @@ async fn exchange(
         }
         url = next;
     };
-    into_http(response, mode).await
+    into_http(response, mode, redirects > 0).await
 }
 
 /// Where a redirect leads, when it should be followed; `None` for a response that is final.
@@ -230,6 +231,7 @@ fn redirect_target(
 async fn into_http(
     mut response: reqwest::Response,
     mode: ReadMode,
+    redirected: bool,
 ) -> Result<http::Response<ResponseBody>, TransportError> {
     let status = response.status();
     let version = response.version();
@@ -238,12 +240,17 @@ async fn into_http(
     // Error bodies are small and the retry classifier reads them: buffer them even when
     // streaming.
     let data = if mode.streaming && !(status.is_client_error() || status.is_server_error()) {
-        BodyData::Streaming(Box::new(response))
+        BodyData::Streaming(reqwest::Body::from(response))
     } else {
         BodyData::Whole(read_capped(response, mode.max_body).await?)
     };
+    let redirected_to = redirected.then(|| RedirectedTo(url.as_str().to_owned()));
     let body = ResponseBody { data, url };
     let mut http_response = http::Response::new(body);
+    if let Some(redirected_to) = redirected_to {
+        // Only followed redirects pay for this: a soft block is often one to a captcha page.
+        http_response.extensions_mut().insert(redirected_to);
+    }
     *http_response.status_mut() = status;
     *http_response.version_mut() = version;
     *http_response.headers_mut() = headers;

@@ -4,6 +4,7 @@ use http::header::{IF_MATCH, IF_NONE_MATCH, IF_UNMODIFIED_SINCE, RETRY_AFTER};
 use http::{Method, Request, Response, StatusCode};
 
 use super::{Outcome, RetryReason, TransientConflict};
+use crate::block::BlockVerdict;
 use crate::idempotency::{IDEMPOTENCY_KEY, IdempotencyKey};
 use crate::problem::body_says_transient;
 use crate::timeout::Elapsed;
@@ -31,7 +32,15 @@ pub struct RequestFacts {
     /// Whether the request is conditional on a version (`If-Match`, `If-Unmodified-Since`,
     /// `If-None-Match`).
     pub conditional: bool,
+    /// Whether the caller asked to receive block pages as responses ([`ReceiveBlocked`]).
+    pub receive_blocked: bool,
 }
+
+/// In a request's extensions: hand a response recognised as a block page to the caller, with
+/// its [`BlockVerdict`] in the extensions, instead of failing with
+/// [`RetryError::Blocked`](super::RetryError::Blocked). It is not retried either way.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReceiveBlocked;
 
 impl RequestFacts {
     /// Reads the facts off a request.
@@ -44,6 +53,7 @@ impl RequestFacts {
             conditional: headers.contains_key(IF_MATCH)
                 || headers.contains_key(IF_UNMODIFIED_SINCE)
                 || headers.contains_key(IF_NONE_MATCH),
+            receive_blocked: request.extensions().get::<ReceiveBlocked>().is_some(),
         }
     }
 
@@ -166,6 +176,7 @@ pub trait Classify<B, E>: Send + Sync + 'static {
 /// | 409 transient (Retry-After, key in flight, locked) | retry | retry with `Retry-After`, else conflict |
 /// | 409 / 412 to a conditional request | stale version | stale version |
 /// | other 409 | conflict | conflict |
+/// | a block page ([`BlockVerdict`] in the extensions) | blocked | blocked |
 /// | anything else | done | done |
 ///
 /// # Example
@@ -212,6 +223,13 @@ where
             AttemptResult::TimedOut if replay_safe => return Outcome::Retry(RetryReason::Timeout),
             AttemptResult::TimedOut => return Outcome::OutcomeUnknown,
         };
+        if let Some(verdict) = response.extensions().get::<BlockVerdict>() {
+            return if request.receive_blocked {
+                Outcome::Done
+            } else {
+                Outcome::Blocked(Box::new(verdict.clone()))
+            };
+        }
         let status = response.status();
         let has_retry_after = response.headers().contains_key(RETRY_AFTER);
         match status {

@@ -7,6 +7,7 @@ use http::{HeaderValue, StatusCode};
 
 use super::{Attempts, RetryReason};
 use crate::ProblemDetails;
+use crate::block::BlockVerdict;
 
 /// Why a request failed after the retry layer was done with it. Every variant carries the
 /// [`Attempts`] made.
@@ -35,6 +36,16 @@ pub enum RetryError<E> {
         etag: Option<HeaderValue>,
         /// The response body: the current state, when the server sent it.
         current: Option<Bytes>,
+        /// The attempts made.
+        attempts: Attempts,
+    },
+    /// The response is a block page: never retried blindly with the same request.
+    #[error("blocked ({status}): {verdict}")]
+    Blocked {
+        /// The response status.
+        status: StatusCode,
+        /// Who blocked, how, and on what evidence.
+        verdict: Box<BlockVerdict>,
         /// The attempts made.
         attempts: Attempts,
     },
@@ -116,6 +127,7 @@ impl<E> RetryError<E> {
         match self {
             RetryError::Conflict { attempts, .. }
             | RetryError::StaleVersion { attempts, .. }
+            | RetryError::Blocked { attempts, .. }
             | RetryError::RateLimited { attempts, .. }
             | RetryError::RetryAfterTooLong { attempts, .. }
             | RetryError::DeadlineExceeded { attempts, .. }

@@ -179,6 +179,11 @@ fn finish<ResB: InspectBody, E>(
             current: response.body().inspect().map(Bytes::copy_from_slice),
             attempts,
         }),
+        (Outcome::Blocked(verdict), Attempt::Response(response)) => Err(RetryError::Blocked {
+            status: response.status(),
+            verdict,
+            attempts,
+        }),
         (Outcome::OutcomeUnknown, Attempt::Error(source)) => Err(RetryError::OutcomeUnknown {
             source: Some(source),
             attempts,

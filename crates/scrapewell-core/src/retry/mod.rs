@@ -53,7 +53,8 @@ use tower::Service;
 pub use crate::BoxedResponseFuture as ResponseFuture;
 pub use budget::{InvalidBudget, RetryBudget};
 pub use classify::{
-    AttemptResult, Classify, ClassifyError, ConflictAware, RequestFacts, TransportFailure,
+    AttemptResult, Classify, ClassifyError, ConflictAware, ReceiveBlocked, RequestFacts,
+    TransportFailure,
 };
 pub use error::RetryError;
 pub use layer::RetryLayer;

@@ -6,6 +6,7 @@ use std::time::Duration;
 use http::StatusCode;
 
 use crate::ProblemDetails;
+use crate::block::BlockVerdict;
 
 /// What the retry layer does with one attempt's result: the verdict of a
 /// [`Classify`](super::Classify) implementation.
@@ -21,6 +22,9 @@ pub enum Outcome {
     /// A conditional request (`If-Match`) met a newer version: fail with the current state, for a
     /// resolver to re-read and re-apply.
     StaleVersion,
+    /// The response is a block page ([`BlockVerdict`]): sending the same request again would
+    /// confirm the site's suspicion, so it is never retried blindly.
+    Blocked(Box<BlockVerdict>),
     /// The request may or may not have been processed and cannot safely be sent again (a POST
     /// without an idempotency key that timed out or was reset after it was sent).
     OutcomeUnknown,
