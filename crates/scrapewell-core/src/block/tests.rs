@@ -174,6 +174,22 @@ fn rules_a_caller_adds_are_used() {
     assert_eq!(verdict.evidence().len(), 2);
 }
 
+/// `response` as it comes out of a `BlockDetect` with the default rules.
+async fn detect<B>(response: Response<B>) -> Response<PeekedBody<B>>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+{
+    let mut response = Some(response);
+    let mut service = ServiceBuilder::new()
+        .layer(BlockDetectLayer::new(Detector::default()))
+        .service_fn(move |_: Request<()>| {
+            let response = response.take().expect("called once");
+            async move { Ok::<_, Infallible>(response) }
+        });
+    let ready = service.ready().await.unwrap();
+    ready.call(Request::new(())).await.unwrap()
+}
+
 const CHUNK: usize = 64 << 10;
 
 /// A body of `len` bytes made on demand in chunks, counting the bytes pulled from it.
@@ -202,28 +218,12 @@ async fn a_large_body_passes_through_unchanged_and_only_the_prefix_is_read_first
     }
 
     let pulled = Arc::new(AtomicUsize::new(0));
-    let source = Arc::clone(&pulled);
-    let mut service = ServiceBuilder::new()
-        .layer(BlockDetectLayer::new(Detector::default()))
-        .service_fn(move |_: Request<()>| {
-            let body = lazy_body(LEN, Arc::clone(&source));
-            async move {
-                Ok::<_, Infallible>(
-                    Response::builder()
-                        .status(403)
-                        .header("content-type", "text/html")
-                        .body(body)
-                        .unwrap(),
-                )
-            }
-        });
-    let response = service
-        .ready()
-        .await
-        .unwrap()
-        .call(Request::new(()))
-        .await
+    let response = Response::builder()
+        .status(403)
+        .header("content-type", "text/html")
+        .body(lazy_body(LEN, Arc::clone(&pulled)))
         .unwrap();
+    let response = detect(response).await;
     // Before the caller reads anything, the layer has read the prefix (in whole chunks) and
     // nothing more: that is all it holds.
     let read_by_layer = pulled.load(Ordering::SeqCst);
@@ -250,29 +250,17 @@ async fn a_large_body_passes_through_unchanged_and_only_the_prefix_is_read_first
 
 #[tokio::test]
 async fn a_body_that_fails_while_peeked_yields_the_prefix_then_the_error() {
-    let mut service = ServiceBuilder::new()
-        .layer(BlockDetectLayer::new(Detector::default()))
-        .service_fn(|_: Request<()>| async {
-            let frames = futures_util::stream::iter(vec![
-                Ok(Frame::data(Bytes::from_static(
-                    b"<title>Just a moment...</title>",
-                ))),
-                Err("reset"),
-            ]);
-            Ok::<_, Infallible>(
-                Response::builder()
-                    .status(503)
-                    .body(StreamBody::new(frames))
-                    .unwrap(),
-            )
-        });
-    let response = service
-        .ready()
-        .await
-        .unwrap()
-        .call(Request::new(()))
-        .await
+    let frames = futures_util::stream::iter(vec![
+        Ok(Frame::data(Bytes::from_static(
+            b"<title>Just a moment...</title>",
+        ))),
+        Err("reset"),
+    ]);
+    let response = Response::builder()
+        .status(503)
+        .body(StreamBody::new(frames))
         .unwrap();
+    let response = detect(response).await;
     let verdict = response.extensions().get::<BlockVerdict>().unwrap();
     assert_eq!(
         (verdict.vendor(), verdict.kind()),
@@ -286,23 +274,11 @@ async fn a_body_that_fails_while_peeked_yields_the_prefix_then_the_error() {
 
 #[tokio::test]
 async fn a_body_the_detector_does_not_need_is_not_read() {
-    let mut service = ServiceBuilder::new()
-        .layer(BlockDetectLayer::new(Detector::default()))
-        .service_fn(|_: Request<()>| async {
-            Ok::<_, Infallible>(
-                Response::builder()
-                    .status(200)
-                    .header("content-type", "application/octet-stream")
-                    .body(Full::new(Bytes::from_static(b"binary")))
-                    .unwrap(),
-            )
-        });
-    let response = service
-        .ready()
-        .await
-        .unwrap()
-        .call(Request::new(()))
-        .await
+    let response = Response::builder()
+        .status(200)
+        .header("content-type", "application/octet-stream")
+        .body(Full::new(Bytes::from_static(b"binary")))
         .unwrap();
+    let response = detect(response).await;
     assert!(!response.body().is_peeked());
 }
