@@ -2,6 +2,7 @@
 //! whether a response body has already arrived whole so it can be inspected.
 
 use bytes::Bytes;
+use http::Request;
 
 /// A request body that may be sent more than once.
 ///
@@ -116,4 +117,26 @@ impl InspectBody for () {
     fn inspect(&self) -> Option<&[u8]> {
         Some(&[])
     }
+}
+
+/// A copy of `request` for another attempt (method, URI, version, headers, extensions and
+/// body), or `None` when its body can be sent only once.
+///
+/// # Example
+///
+/// ```
+/// let request = http::Request::post("http://example.com/").body(bytes::Bytes::from("a=1")).unwrap();
+/// let copy = scrapewell_core::try_clone_request(&request).unwrap();
+/// assert_eq!(copy.uri(), request.uri());
+/// assert_eq!(copy.body(), request.body());
+/// ```
+pub fn try_clone_request<B: ReplayBody>(request: &Request<B>) -> Option<Request<B>> {
+    let body = request.body().try_clone()?;
+    let mut clone = Request::new(body);
+    *clone.method_mut() = request.method().clone();
+    *clone.uri_mut() = request.uri().clone();
+    *clone.version_mut() = request.version();
+    *clone.headers_mut() = request.headers().clone();
+    *clone.extensions_mut() = request.extensions().clone();
+    Some(clone)
 }

@@ -43,6 +43,6 @@ pub mod ratelimit;
 pub mod retry;
 pub mod timeout;
 
-pub use body::{InspectBody, ReplayBody};
+pub use body::{InspectBody, ReplayBody, try_clone_request};
 pub use boxed::BoxedResponseFuture;
 pub use problem::ProblemDetails;

@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use http::header::CONTENT_TYPE;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
-use scrapewell_core::ReplayBody;
 use scrapewell_core::idempotency::{KeyFormat, WithoutKey};
 use scrapewell_core::ratelimit::HostKey;
 use scrapewell_core::retry::{Attempts, ReceiveBlocked, RetryError, RetryOverrides};
 use scrapewell_core::timeout::AttemptTimeoutOverride;
+use scrapewell_core::try_clone_request;
 use serde::Serialize;
 use tower::Service;
 use tracing::Instrument;
@@ -275,9 +275,9 @@ impl RequestBuilder {
     /// Sends the request through the client's layers; the returned [`Pending`] resolves to
     /// the response. Building happens here, so the future is small and cheap to move.
     pub fn send(self) -> Pending {
-        let client = self.client.clone();
         let inner = match self.into_http() {
-            Ok((mut request, max_body, mut stack)) => {
+            Ok((request, max_body, client)) => {
+                let mut stack = client.stack();
                 let span = tracing::info_span!(
                     "request",
                     method = %request.method(),
@@ -295,9 +295,6 @@ impl RequestBuilder {
                     let send = guarded(client.clone(), stack, request, host, max_body);
                     PendingState::Guarded(Box::pin(send.instrument(span)))
                 } else {
-                    if client.receives_blocked() {
-                        request.extensions_mut().insert(ReceiveBlocked);
-                    }
                     PendingState::Sending {
                         future: stack.call(request).instrument(span),
                         max_body,
@@ -318,8 +315,8 @@ impl RequestBuilder {
         self
     }
 
-    /// The request as the layers take it, the body cap in force, and the stack to send it on.
-    fn into_http(self) -> Result<(http::Request<Outgoing>, u64, Stack), Error> {
+    /// The request as the layers take it, the body cap in force, and the client to send it on.
+    fn into_http(self) -> Result<(http::Request<Outgoing>, u64, Client), Error> {
         let RequestBuilder {
             client,
             method,
@@ -353,13 +350,13 @@ impl RequestBuilder {
         if without_key {
             extensions.insert(WithoutKey);
         }
-        if receive_blocked {
+        if receive_blocked || client.receives_blocked() {
             extensions.insert(ReceiveBlocked);
         }
         if read.streaming || read.max_body != client.max_body_size() {
             extensions.insert(read);
         }
-        Ok((request, read.max_body, client.stack()))
+        Ok((request, read.max_body, client))
     }
 
     fn set_body(&mut self, body: Body, content_type: &'static str) {
@@ -427,21 +424,12 @@ async fn guarded(
             WhileCooling::Wait => tokio::time::sleep(cooling.remaining).await,
         }
     }
-    if client.receives_blocked() {
-        request.extensions_mut().insert(ReceiveBlocked);
-    }
     let mut generation = blocking.apply_current(&host, request.headers_mut());
-    let url = &request.body().url;
-    let host_name = format!(
-        "{}:{}",
-        url.host_str().unwrap_or_default(),
-        url.port_or_known_default().unwrap_or_default()
-    );
     let mut rotations = 0;
     loop {
         // The spare is kept only while a rotation may need it.
         let spare = (blocking.rotates() && rotations < blocking.max_rotations)
-            .then(|| try_clone(&request))
+            .then(|| try_clone_request(&request))
             .flatten();
         let error = match stack.call(request).await {
             Ok(response) => return Ok(Response::from_http(response, max_body)),
@@ -454,6 +442,12 @@ async fn guarded(
             blocking.give_up(&host, verdict);
             return Err(error.into());
         };
+        let url = &next.body().url;
+        let host_name = format!(
+            "{}:{}",
+            url.host_str().unwrap_or_default(),
+            url.port_or_known_default().unwrap_or_default()
+        );
         match blocking.after_block(&host, &host_name, generation, verdict) {
             AfterBlock::Retry(current) => {
                 current.apply(next.headers_mut());
@@ -464,16 +458,6 @@ async fn guarded(
             AfterBlock::GiveUp => return Err(error.into()),
         }
     }
-}
-
-/// A copy of a request for another round, when its body can be sent again.
-fn try_clone(request: &http::Request<Outgoing>) -> Option<http::Request<Outgoing>> {
-    let mut clone = http::Request::new(request.body().try_clone()?);
-    *clone.method_mut() = request.method().clone();
-    *clone.uri_mut() = request.uri().clone();
-    *clone.headers_mut() = request.headers().clone();
-    *clone.extensions_mut() = request.extensions().clone();
-    Some(clone)
 }
 
 impl Future for Pending {

@@ -12,7 +12,7 @@ use super::{
     AttemptResult, Attempts, Classify, Outcome, RequestFacts, RetryError, RetryOverrides,
     RetryPolicy, RetryReason, RetryRecord, parse_retry_after,
 };
-use crate::{InspectBody, ProblemDetails, ReplayBody};
+use crate::{InspectBody, ProblemDetails, ReplayBody, try_clone_request};
 
 /// What one attempt produced.
 enum Attempt<R, E> {
@@ -268,17 +268,6 @@ fn deadline_exceeded<E>(limits: &Limits, attempts: Attempts) -> RetryError<E> {
         deadline: limits.deadline.unwrap_or_default(),
         attempts,
     }
-}
-
-fn try_clone_request<B: ReplayBody>(request: &Request<B>) -> Option<Request<B>> {
-    let body = request.body().try_clone()?;
-    let mut clone = Request::new(body);
-    *clone.method_mut() = request.method().clone();
-    *clone.uri_mut() = request.uri().clone();
-    *clone.version_mut() = request.version();
-    *clone.headers_mut() = request.headers().clone();
-    *clone.extensions_mut() = request.extensions().clone();
-    Some(clone)
 }
 
 /// The attempt's result for the log: a status, or a kind of failure. Never headers or bodies.
