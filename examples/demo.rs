@@ -7,9 +7,13 @@
 //! that (the client is told nothing about it and learns the pace). Then a third host behind
 //! anti-bot walls: one block page of each vendor the mock plays, and a crawl through a wall that
 //! blocks each identity after 40 pages, with a hook that hands out fresh sessions.
+//! Last, concurrent editors: 16 tasks edit three shared counters (one versioned by ETag, one
+//! whose server answers stale writes with 409, one CouchDB-shaped with `_rev` in the body) by
+//! read-modify-write, and ten race to create the same draft.
 //! It prints what happened and exits non-zero when an invariant breaks: a duplicate create, a
 //! request that did not end as its kind should, a permanent 409 that was retried, a block page
-//! not recognised or retried, a page behind the wall that failed despite rotation.
+//! not recognised or retried, a page behind the wall that failed despite rotation, an edit lost
+//! or applied twice, a create race with other than one winner.
 //!
 //! Set `RUST_LOG=scrapewell_core=info` to see each retry as it is decided.
 
@@ -20,7 +24,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use scrapewell::{BlockVerdict, Client, Error, Identity, Response, Rotate};
+use scrapewell::{BlockVerdict, Client, Error, Identity, Response, Rotate, VersionAt};
 use scrapewell_mock::{BLOCK_VENDORS, MockServer};
 
 const CONCURRENCY: usize = 16;
@@ -204,6 +208,13 @@ async fn main() -> ExitCode {
             violations.extend(broken);
         }
         Err(error) => violations.push(format!("the blocked host could not run: {error}")),
+    }
+    match concurrent_editors().await {
+        Ok((report, broken)) => {
+            print!("{report}");
+            violations.extend(broken);
+        }
+        Err(error) => violations.push(format!("the editors could not run: {error}")),
     }
     println!("\n{total} requests in {:.2} s", elapsed.as_secs_f64());
     if violations.is_empty() {
@@ -460,6 +471,123 @@ async fn blocked_host() -> Result<(String, Vec<String>), Box<dyn std::error::Err
         ),
     ] {
         let _ = writeln!(out, "  {label:<28} {value:>6}");
+    }
+    Ok((out, violations))
+}
+
+/// The shared documents the editors work on: where each lives and where it keeps its version.
+const DOCUMENTS: [(&str, &str, &str); 3] = [
+    ("page views (ETag, 412)", "/docs/page-views", ""),
+    ("stock (ETag, 409 problem)", "/docs/stock", "?stale=409"),
+    ("cart (CouchDB _rev)", "/couch/shop/cart", ""),
+];
+const EDITORS: usize = 16;
+const EDITS_EACH: usize = 30;
+
+/// Editors that increment shared counters concurrently, and a race to create one draft.
+async fn concurrent_editors() -> Result<(String, Vec<String>), Box<dyn std::error::Error>> {
+    use futures_util::StreamExt;
+    let server = MockServer::start().await?;
+    let client = Client::builder().jitter_seed(7).build()?;
+    for (_, path, _) in DOCUMENTS {
+        client
+            .put(server.url(path))
+            .json(&serde_json::json!({ "value": 0 }))
+            .send()
+            .await?;
+    }
+    let edits = (0..EDITORS).flat_map(|editor| (0..EDITS_EACH).map(move |n| (editor, n)));
+    let results: Vec<_> = futures_util::stream::iter(edits)
+        .map(|(editor, n)| {
+            let document = (editor + n) % DOCUMENTS.len();
+            let (_, path, query) = DOCUMENTS[document];
+            let version = if path.starts_with("/couch") {
+                VersionAt::JsonMember("_rev".to_owned())
+            } else {
+                VersionAt::ETag
+            };
+            let update = client
+                .update(server.url(&format!("{path}{query}")))
+                .version_at(version)
+                .max_rounds(100)
+                .jitter_seed((editor * EDITS_EACH + n) as u64);
+            async move {
+                let updated = update
+                    .apply_json(|mut doc: serde_json::Value| {
+                        let value = doc["value"].as_u64().ok_or("not a counter")?;
+                        doc["value"] = serde_json::json!(value + 1);
+                        Ok::<_, &str>(Some(doc))
+                    })
+                    .await;
+                (document, updated.map(|updated| updated.rounds))
+            }
+        })
+        .buffer_unordered(EDITORS)
+        .collect()
+        .await;
+
+    let mut violations = Vec::new();
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\nconcurrent editors: {EDITORS} tasks, {EDITS_EACH} increments each, over {} shared documents",
+        DOCUMENTS.len()
+    );
+    let _ = writeln!(
+        out,
+        "  {:<28} {:>8} {:>8} {:>8} {:>8}",
+        "document", "edits", "final", "rounds", "failed"
+    );
+    for (index, (label, path, _)) in DOCUMENTS.iter().enumerate() {
+        let mine: Vec<_> = results.iter().filter(|(d, _)| *d == index).collect();
+        let rounds: u32 = mine.iter().filter_map(|(_, r)| r.as_ref().ok()).sum();
+        let failed = mine.iter().filter(|(_, r)| r.is_err()).count();
+        let final_value = server
+            .document(path)
+            .and_then(|doc| doc["value"].as_u64())
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "  {label:<28} {:>8} {final_value:>8} {rounds:>8} {failed:>8}",
+            mine.len()
+        );
+        if final_value != mine.len() as u64 || failed > 0 {
+            violations.push(format!(
+                "{label}: {} edits made, final value {final_value}, {failed} failed",
+                mine.len()
+            ));
+        }
+    }
+
+    let creates = futures_util::stream::iter(0..10)
+        .map(|owner| {
+            client
+                .put(server.url("/docs/draft"))
+                .json(&serde_json::json!({ "owner": owner }))
+                .create_only()
+                .send()
+        })
+        .buffer_unordered(10)
+        .collect::<Vec<_>>()
+        .await;
+    let created = creates.iter().filter(|r| r.is_ok()).count();
+    let exists = creates
+        .iter()
+        .filter(|r| matches!(r, Err(e) if e.is_already_exists()))
+        .count();
+    if (created, exists) != (1, 9) {
+        violations.push(format!(
+            "create race: {created} created, {exists} already exists (want 1 and 9)"
+        ));
+    }
+    let stats = server.stats();
+    for (label, value) in [
+        ("writes applied", stats.applied_writes),
+        ("stale writes re-read", stats.stale_writes),
+        ("create race: created", created as u64),
+        ("create race: already exists", exists as u64),
+    ] {
+        let _ = writeln!(out, "  {label:<28} {value:>8}");
     }
     Ok((out, violations))
 }

@@ -80,6 +80,40 @@ impl ProblemDetails {
         if json { Self::from_json(body) } else { None }
     }
 
+    /// Parses the body only when the response declares it a problem
+    /// (`application/problem+json`): for a response whose body may instead be the resource
+    /// itself, as a 412 that carries the current version.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use http::{HeaderMap, HeaderValue, header::CONTENT_TYPE};
+    /// use scrapewell_core::ProblemDetails;
+    ///
+    /// let mut headers = HeaderMap::new();
+    /// headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    /// assert!(ProblemDetails::from_declared(&headers, br#"{"title":"n"}"#).is_none());
+    /// headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+    /// assert!(ProblemDetails::from_declared(&headers, br#"{"title":"n"}"#).is_some());
+    /// ```
+    pub fn from_declared(headers: &HeaderMap, body: &[u8]) -> Option<Self> {
+        let declared = headers
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| {
+                ct.split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .eq_ignore_ascii_case("application/problem+json")
+            });
+        if declared {
+            Self::from_json(body)
+        } else {
+            None
+        }
+    }
+
     /// Whether the problem says it will clear by itself ("locked", "in progress", ...), judged
     /// from `type`, `title`, `detail` and the string members `code`, `error` and `message`.
     pub fn says_transient(&self) -> bool {

@@ -20,6 +20,9 @@
 //! | `ANY /redirect?to=URL&status=302` | a redirect to `to` |
 //! | `ANY /echo` | the request's method, path and headers as JSON |
 //! | `ANY /limited/{id}?rate=R&burst=B&headers=H&retry_after=1` | a GCRA limit of R requests a second (burst B, default 1) per client; 429 past it |
+//! | `GET /docs/{id}?weak=1&churn=1` | a JSON document with a strong ETag (`W/` with `weak=1`); 404 when missing |
+//! | `PUT /docs/{id}?stale=409&require=1&delay_ms=M` | writes a JSON object under `If-Match` / `If-None-Match: *` (see below), answering M ms after it is applied |
+//! | `GET, PUT /couch/{db}/{id}?rev=R` | a CouchDB-shaped document: the version is `_rev` in the body |
 //!
 //! The idempotent create follows draft-ietf-httpapi-idempotency-key-header: the first request
 //! with a key is processed (`delay_ms`, in a task of its own so that a client that gives up does
@@ -37,6 +40,17 @@
 //! `retry_after=1` adds `Retry-After` to refusals. [`MockServer::limits`] counts what it accepted
 //! and refused, second by second.
 //!
+//! `/docs/{id}` versions each document with a strong ETag (`"v3"`). A write with `If-Match`
+//! naming another version is refused with 412 (with the current ETag), or with 409 and problem
+//! details under `stale=409`; `If-None-Match: *` creates the document, or gets 412 when it
+//! exists; a write with neither is applied blindly, or refused with 428 under `require=1`. With
+//! `churn=1`, a read is followed at once by another writer's change, so that every write based on
+//! it is stale. `/couch/{db}/{id}` answers as CouchDB does, without its ETag: the revision is the
+//! body's `_rev` (`3-9f2c…`), taken on a write from the body, `rev` or `If-Match`; a stale or
+//! missing one is a 409 `{"error":"conflict"}`, and a write without one creates the document.
+//! [`Stats`] counts applied, stale, already-existing and refused writes, and
+//! [`MockServer::document`] shows the final state.
+//!
 //! # Example
 //!
 //! ```
@@ -52,6 +66,7 @@
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
 mod blocks;
+mod documents;
 mod routes;
 mod state;
 
@@ -171,6 +186,12 @@ impl MockServer {
     /// What the rate-limited route at `path` (`/limited/{id}`) accepted and refused.
     pub fn limits(&self, path: &str) -> LimitStats {
         self.state.limit_stats(path)
+    }
+
+    /// The document at `path` (`/docs/{id}` or `/couch/{db}/{id}`) as the server holds it,
+    /// without CouchDB's `_id` and `_rev`.
+    pub fn document(&self, path: &str) -> Option<serde_json::Value> {
+        self.state.documents().get(path)
     }
 
     /// Stops accepting and closes every connection.

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::stream;
-use http::header::{CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, ETAG, RETRY_AFTER};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, Limited, StreamBody};
@@ -18,6 +18,7 @@ use hyper::body::{Frame, Incoming};
 use sha2::{Digest, Sha256};
 
 use crate::blocks::block_page;
+use crate::documents::{Answer, DocsWrite};
 use crate::state::{KeyEntry, State};
 
 type Body = BoxBody<Bytes, io::Error>;
@@ -134,6 +135,51 @@ pub(crate) async fn handle(
             None => text(StatusCode::NOT_FOUND, "no such vendor"),
         },
         (["guarded", page], _) => guarded(&state, &request, &query, page, nth),
+        (["docs", _], &Method::GET) => {
+            let flag = |name: &str| query.get(name).is_some_and(|v| v == "1");
+            let read = state
+                .documents()
+                .docs_read(&path, flag("weak"), flag("churn"));
+            answer(read)
+        }
+        (["docs", _], &Method::PUT) => {
+            let mode = DocsWrite {
+                stale_as_conflict: query.get("stale").is_some_and(|v| v == "409"),
+                require_precondition: query.get("require").is_some_and(|v| v == "1"),
+            };
+            let (parts, body) = request.into_parts();
+            match json_object(body).await {
+                Ok(body) => {
+                    let written = state
+                        .documents()
+                        .docs_write(&path, &parts.headers, body, mode);
+                    // Applied first, answered late: what a client that times out cannot see.
+                    if written.status.is_success() {
+                        let delay = Duration::from_millis(param("delay_ms").unwrap_or(0));
+                        tokio::time::sleep(delay).await;
+                    }
+                    answer(written)
+                }
+                Err(refused) => refused,
+            }
+        }
+        (["couch", _, id], &Method::GET) => answer(state.documents().couch_read(&path, id)),
+        (["couch", _, id], &Method::PUT) => {
+            let (parts, body) = request.into_parts();
+            match json_object(body).await {
+                Ok(body) => answer(state.documents().couch_write(
+                    &path,
+                    id,
+                    query.get("rev").map(String::as_str),
+                    &parts.headers,
+                    body,
+                )),
+                Err(refused) => refused,
+            }
+        }
+        (["docs", _] | ["couch", _, _], _) => {
+            text(StatusCode::METHOD_NOT_ALLOWED, "documents take GET and PUT")
+        }
         _ => text(StatusCode::NOT_FOUND, "no such scenario"),
     };
     Ok(response)
@@ -157,17 +203,9 @@ async fn create_order(
         .and_then(|v| v.to_str().ok())
         .map(|v| v.trim().trim_matches('"').to_owned());
     let content_type = header_text(request.headers(), CONTENT_TYPE);
-    let body = match Limited::new(request.into_body(), MAX_REQUEST_BODY)
-        .collect()
-        .await
-    {
-        Ok(collected) => collected.to_bytes(),
-        Err(_) => {
-            return text(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "request body unreadable or over 1 MiB",
-            );
-        }
+    let body = match request_body(request.into_body()).await {
+        Ok(body) => body,
+        Err(refused) => return refused,
     };
     let reference = client_reference(&content_type, &body);
     let fingerprint: [u8; 32] = Sha256::digest(&body).into();
@@ -227,6 +265,48 @@ async fn create_order(
         delay,
     )
     .await
+}
+
+/// The request body, or the answer refusing it when it breaks off or is over 1 MiB.
+async fn request_body(body: Incoming) -> Result<Bytes, Response<Body>> {
+    match Limited::new(body, MAX_REQUEST_BODY).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(_) => Err(text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request body unreadable or over 1 MiB",
+        )),
+    }
+}
+
+/// The request body as a JSON object, or the answer refusing it.
+async fn json_object(
+    body: Incoming,
+) -> Result<serde_json::Map<String, serde_json::Value>, Response<Body>> {
+    let body = request_body(body).await?;
+    match serde_json::from_slice(&body) {
+        Ok(serde_json::Value::Object(object)) => Ok(object),
+        _ => Err(text(
+            StatusCode::BAD_REQUEST,
+            "the body must be a JSON object",
+        )),
+    }
+}
+
+fn answer(answer: Answer) -> Response<Body> {
+    let content_type = if answer.problem {
+        PROBLEM_JSON
+    } else {
+        "application/json"
+    };
+    let body = match answer.body {
+        serde_json::Value::Null => Bytes::new(),
+        body => Bytes::from(body.to_string()),
+    };
+    let mut response = respond(answer.status, content_type, body);
+    if let Some(etag) = answer.etag.and_then(|e| HeaderValue::try_from(e).ok()) {
+        response.headers_mut().insert(ETAG, etag);
+    }
+    response
 }
 
 /// Creates the order in a task of its own, as a real server would finish the work even when

@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use crate::documents::Documents;
+
 /// How many arrival times are kept per path; counts go on past it.
 const ARRIVALS_KEPT: usize = 1024;
 
@@ -47,6 +49,19 @@ pub struct Stats {
     /// Requests `/guarded` received with an identity it had already blocked: what a client that
     /// retries blindly sends.
     pub blocked_identity_requests: u64,
+    /// Writes to `/docs` and `/couch` documents that were applied (creates included).
+    pub applied_writes: u64,
+    /// Writes refused because their version was stale (412 or 409 to `If-Match`, 409 to a
+    /// CouchDB revision that is not the current one).
+    pub stale_writes: u64,
+    /// Create-only writes (`If-None-Match: *`) refused with 412 because the document existed.
+    pub already_exists: u64,
+    /// Writes refused with 428 because they carried no precondition (`require=1`).
+    pub preconditions_required: u64,
+    /// Writes to `/docs` applied without any precondition: they may overwrite another's update.
+    pub unconditional_writes: u64,
+    /// Writes the server made itself after a read, under `churn=1`, as a competing client would.
+    pub foreign_writes: u64,
 }
 
 /// What a rate-limited route accepted and refused.
@@ -71,6 +86,7 @@ pub(crate) struct State {
     pub(crate) orders: Mutex<Orders>,
     limits: Mutex<HashMap<String, Limited>>,
     pub(crate) identities: Mutex<Identities>,
+    documents: Mutex<Documents>,
 }
 
 /// One rate-limited route: a GCRA per client, and what it decided.
@@ -253,6 +269,10 @@ impl State {
         lock(&self.orders)
     }
 
+    pub(crate) fn documents(&self) -> MutexGuard<'_, Documents> {
+        lock(&self.documents)
+    }
+
     pub(crate) fn identities(&self) -> MutexGuard<'_, Identities> {
         lock(&self.identities)
     }
@@ -263,6 +283,7 @@ impl State {
             let blocked = identities.by_name.values().filter(|i| i.blocked).count() as u64;
             (blocked, identities.blocked_requests)
         };
+        let documents = self.documents();
         let orders = self.orders();
         let counter = |c: &AtomicU64| c.load(Ordering::Relaxed);
         Stats {
@@ -282,6 +303,12 @@ impl State {
             blocks_served: counter(&self.counters.blocks_served),
             identities_blocked,
             blocked_identity_requests,
+            applied_writes: documents.applied_writes,
+            stale_writes: documents.stale_writes,
+            already_exists: documents.already_exists,
+            preconditions_required: documents.preconditions_required,
+            unconditional_writes: documents.unconditional_writes,
+            foreign_writes: documents.foreign_writes,
         }
     }
 }

@@ -6,8 +6,8 @@ use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use http::HeaderMap;
 use http::header::COOKIE;
-use http::{HeaderMap, HeaderName, HeaderValue};
 use scrapewell_core::block::{BlockVerdict, CoolDowns, CoolingDown};
 use scrapewell_core::ratelimit::HostKey;
 
@@ -39,11 +39,7 @@ impl Identity {
 
     /// Sends `name: value` (replacing the request's own).
     pub fn header(mut self, name: &str, value: &str) -> Result<Identity, crate::Error> {
-        let name = HeaderName::try_from(name)
-            .map_err(|_| crate::Error::invalid(format!("invalid header name {name:?}")))?;
-        let value = HeaderValue::try_from(value).map_err(|_| {
-            crate::Error::invalid(format!("invalid value for identity header {name}"))
-        })?;
+        let (name, value) = crate::request::header(name, value)?;
         self.headers.insert(name, value);
         Ok(self)
     }

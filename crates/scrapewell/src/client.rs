@@ -17,7 +17,7 @@ use tower::{Service, ServiceBuilder};
 
 use crate::block::{Blocking, Rotate, WhileCooling};
 use crate::transport::{Outgoing, Transport, TransportConfig};
-use crate::{Error, IntoUrl, RequestBuilder};
+use crate::{Error, IntoUrl, RequestBuilder, Update};
 
 /// The layers every request goes through, outermost first.
 pub(crate) type Stack = Idempotency<Retry<RateLimit<AttemptTimeout<BlockDetect<Transport>>>>>;
@@ -119,6 +119,12 @@ impl Client {
     /// Starts a HEAD request.
     pub fn head(&self, url: impl IntoUrl) -> RequestBuilder {
         self.request(Method::HEAD, url)
+    }
+
+    /// A read-modify-write of the resource at `url` that never loses an update: see
+    /// [`Update`].
+    pub fn update(&self, url: impl IntoUrl) -> Update {
+        Update::new(self.clone(), url.into_url())
     }
 
     /// Starts a request with any method.

@@ -56,16 +56,54 @@ pub enum Error {
         /// The attempts made.
         attempts: Attempts,
     },
-    /// A conditional request (`If-Match`) met a newer version (409 or 412).
+    /// A conditional write (`If-Match`, or a version in the body) met a newer version (409 or
+    /// 412). From [`Client::update`](crate::Client::update), it means the rounds ran out under
+    /// contention, and `etag` and `current` are the last state read.
     #[error("stale version ({status}): the resource changed since it was read")]
     StaleVersion {
         /// The status (409 or 412).
         status: StatusCode,
-        /// The current version's ETag, when sent.
+        /// The current version's ETag, when known.
         etag: Option<HeaderValue>,
-        /// The current state, when the server sent it in the body.
+        /// The current state, when known: the server's answer, or the last state read.
         current: Option<Bytes>,
+        /// The server's problem details, when it sent a problem document.
+        problem: Option<Box<ProblemDetails>>,
+        /// The attempts made by the last write.
+        attempts: Attempts,
+    },
+    /// A create-only request ([`create_only`](crate::RequestBuilder::create_only),
+    /// `If-None-Match: *`) found the resource already there (412). Never retried.
+    #[error("already exists ({status})")]
+    AlreadyExists {
+        /// The status (412).
+        status: StatusCode,
+        /// The existing version's ETag, when the server sent it.
+        etag: Option<HeaderValue>,
         /// The attempts made.
+        attempts: Attempts,
+    },
+    /// The server accepts only conditional writes (428 Precondition Required): write with
+    /// [`Client::update`](crate::Client::update), which reads the version and sends `If-Match`.
+    #[error(
+        "precondition required ({status}): the server accepts only conditional writes; use Client::update"
+    )]
+    PreconditionRequired {
+        /// The status (428).
+        status: StatusCode,
+        /// The server's problem details, when it sent a problem document.
+        problem: Option<Box<ProblemDetails>>,
+        /// The attempts made.
+        attempts: Attempts,
+    },
+    /// [`Client::update`](crate::Client::update) read a resource without a version it can write
+    /// back: no strong ETag (a weak `W/` one cannot be used with `If-Match`), or no version
+    /// member in the body. Nothing was written.
+    #[error("cannot write conditionally: {reason}")]
+    Unversioned {
+        /// What was missing.
+        reason: String,
+        /// The attempts made by the read.
         attempts: Attempts,
     },
     /// The site answered with a block page (a challenge, a captcha, access denied), or the
@@ -125,7 +163,9 @@ pub enum Error {
         attempts: Attempts,
     },
     /// A POST or PATCH without an idempotency key timed out or broke after it was sent: it may
-    /// have been processed, and sending it again could duplicate it.
+    /// have been processed, and sending it again could duplicate it. From
+    /// [`Client::update`](crate::Client::update): a write attempt may have been applied before
+    /// its retry met a newer version, so applying the edit again could apply it twice.
     #[error("outcome unknown: the request may have been processed, and repeating it is not safe")]
     OutcomeUnknown {
         /// The transport error, or `None` when the attempt timed out.
@@ -196,6 +236,9 @@ impl Error {
             Error::InvalidRequest { .. } | Error::Config { .. } => None,
             Error::Conflict { attempts, .. }
             | Error::StaleVersion { attempts, .. }
+            | Error::AlreadyExists { attempts, .. }
+            | Error::PreconditionRequired { attempts, .. }
+            | Error::Unversioned { attempts, .. }
             | Error::Blocked { attempts, .. }
             | Error::RateLimited { attempts, .. }
             | Error::RetryAfterTooLong { attempts, .. }
@@ -216,6 +259,8 @@ impl Error {
         match self {
             Error::Conflict { status, .. }
             | Error::StaleVersion { status, .. }
+            | Error::AlreadyExists { status, .. }
+            | Error::PreconditionRequired { status, .. }
             | Error::RateLimited { status, .. }
             | Error::RetryAfterTooLong { status, .. }
             | Error::Status { status, .. } => Some(*status),
@@ -227,6 +272,17 @@ impl Error {
     /// A 409 that was not retried, or outlasted the retries.
     pub fn is_conflict(&self) -> bool {
         matches!(self, Error::Conflict { .. })
+    }
+
+    /// A create-only request found the resource already there.
+    pub fn is_already_exists(&self) -> bool {
+        matches!(self, Error::AlreadyExists { .. })
+    }
+
+    /// A conditional write met a newer version (or [`Client::update`](crate::Client::update)
+    /// ran out of rounds).
+    pub fn is_stale_version(&self) -> bool {
+        matches!(self, Error::StaleVersion { .. })
     }
 
     /// A block page, or a host cooling down after one; the verdict says who blocked and how.
@@ -276,11 +332,31 @@ impl From<RetryError<TransportError>> for Error {
                 status,
                 etag,
                 current,
+                problem,
                 attempts,
             } => Error::StaleVersion {
                 status,
                 etag,
                 current,
+                problem,
+                attempts,
+            },
+            RetryError::AlreadyExists {
+                status,
+                etag,
+                attempts,
+            } => Error::AlreadyExists {
+                status,
+                etag,
+                attempts,
+            },
+            RetryError::PreconditionRequired {
+                status,
+                problem,
+                attempts,
+            } => Error::PreconditionRequired {
+                status,
+                problem,
                 attempts,
             },
             RetryError::Blocked {

@@ -47,6 +47,7 @@ mod error;
 mod request;
 mod response;
 mod transport;
+mod update;
 
 pub use block::{Identity, Rotate, WhileCooling};
 pub use body::Body;
@@ -55,6 +56,7 @@ pub use error::Error;
 pub use request::{IntoUrl, Pending, RequestBuilder};
 pub use response::Response;
 pub use transport::TransportError;
+pub use update::{Update, UpdateError, Updated, VersionAt};
 
 pub use scrapewell_core::ProblemDetails;
 pub use scrapewell_core::block::{BlockKind, BlockVerdict, Detector, Evidence, RuleError, RuleSet};

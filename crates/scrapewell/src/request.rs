@@ -6,11 +6,11 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::header::CONTENT_TYPE;
+use http::header::{CONTENT_TYPE, IF_MATCH, IF_NONE_MATCH};
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use scrapewell_core::idempotency::{KeyFormat, WithoutKey};
 use scrapewell_core::ratelimit::HostKey;
-use scrapewell_core::retry::{Attempts, ReceiveBlocked, RetryError, RetryOverrides};
+use scrapewell_core::retry::{Attempts, ReceiveBlocked, RetryError, RetryOverrides, VersionInBody};
 use scrapewell_core::timeout::AttemptTimeoutOverride;
 use scrapewell_core::try_clone_request;
 use serde::Serialize;
@@ -57,6 +57,7 @@ pub struct RequestBuilder {
     read: ReadMode,
     without_key: bool,
     receive_blocked: bool,
+    version_in_body: bool,
     error: Option<Error>,
 }
 
@@ -113,6 +114,7 @@ impl RequestBuilder {
             read,
             without_key: false,
             receive_blocked: false,
+            version_in_body: false,
             error: None,
         }
     }
@@ -124,14 +126,11 @@ impl RequestBuilder {
         K: TryInto<HeaderName>,
         V: TryInto<HeaderValue>,
     {
-        match (name.try_into(), value.try_into()) {
-            (Ok(name), Ok(value)) => {
+        match header(name, value) {
+            Ok((name, value)) => {
                 self.headers.append(name, value);
             }
-            (Err(_), _) => self.fail(Error::invalid("invalid header name")),
-            (Ok(name), Err(_)) => {
-                self.fail(Error::invalid(format!("invalid value for header {name}")))
-            }
+            Err(error) => self.fail(error),
         }
         self
     }
@@ -224,6 +223,43 @@ impl RequestBuilder {
                 "idempotency key must be non-empty printable ASCII without '\"' or '\\'",
             )),
         }
+        self
+    }
+
+    /// Creates the resource only if it does not exist yet (`If-None-Match: *`): when it does,
+    /// the server answers 412 and `send()` fails with [`Error::AlreadyExists`], never retried.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), scrapewell::Error> {
+    /// let client = scrapewell::Client::new();
+    /// let sent = client
+    ///     .put("http://127.0.0.1:8080/docs/report-7")
+    ///     .json(&serde_json::json!({ "state": "draft" }))
+    ///     .create_only()
+    ///     .send()
+    ///     .await;
+    /// match sent {
+    ///     Ok(_) => println!("created"),
+    ///     Err(error) if error.is_already_exists() => println!("someone was first"),
+    ///     Err(error) => return Err(error),
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn create_only(self) -> Self {
+        self.header(IF_NONE_MATCH, HeaderValue::from_static("*"))
+    }
+
+    /// Writes only if the resource is still at the version `etag` (`If-Match`): when it changed,
+    /// `send()` fails with [`Error::StaleVersion`]. [`Client::update`] does the whole
+    /// read-modify-write loop.
+    pub fn if_match(self, etag: HeaderValue) -> Self {
+        self.header(IF_MATCH, etag)
+    }
+
+    /// Marks this write as carrying, in its body, the version it was computed from (CouchDB's
+    /// `_rev`): a 409 or 412 is then [`Error::StaleVersion`] rather than [`Error::Conflict`].
+    pub fn version_in_body(mut self) -> Self {
+        self.version_in_body = true;
         self
     }
 
@@ -328,6 +364,7 @@ impl RequestBuilder {
             read,
             without_key,
             receive_blocked,
+            version_in_body,
             error,
         } = self;
         if let Some(error) = error {
@@ -353,6 +390,9 @@ impl RequestBuilder {
         if receive_blocked || client.receives_blocked() {
             extensions.insert(ReceiveBlocked);
         }
+        if version_in_body {
+            extensions.insert(VersionInBody);
+        }
         if read.streaming || read.max_body != client.max_body_size() {
             extensions.insert(read);
         }
@@ -369,6 +409,20 @@ impl RequestBuilder {
     /// Keeps the first error: it is the one the caller should fix first.
     fn fail(&mut self, error: Error) {
         self.error.get_or_insert(error);
+    }
+}
+
+/// A header from a caller's name and value; the error does not repeat the value, which may be a
+/// credential.
+pub(crate) fn header<K, V>(name: K, value: V) -> Result<(HeaderName, HeaderValue), Error>
+where
+    K: TryInto<HeaderName>,
+    V: TryInto<HeaderValue>,
+{
+    match (name.try_into(), value.try_into()) {
+        (Ok(name), Ok(value)) => Ok((name, value)),
+        (Err(_), _) => Err(Error::invalid("invalid header name")),
+        (Ok(name), Err(_)) => Err(Error::invalid(format!("invalid value for header {name}"))),
     }
 }
 
@@ -499,7 +553,7 @@ impl fmt::Debug for Pending {
 
 /// The path and query names of a URL, for logs: query values (tokens, session ids, search
 /// terms) are left out.
-struct LoggedTarget<'a>(&'a Url);
+pub(crate) struct LoggedTarget<'a>(pub(crate) &'a Url);
 
 impl fmt::Display for LoggedTarget<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

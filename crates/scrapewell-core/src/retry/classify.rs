@@ -29,9 +29,11 @@ pub struct RequestFacts {
     pub method: Method,
     /// Whether the request carries an idempotency key, so the server deduplicates it.
     pub has_idempotency_key: bool,
-    /// Whether the request is conditional on a version (`If-Match`, `If-Unmodified-Since`,
-    /// `If-None-Match`).
+    /// Whether the request is conditional on the version it was computed from (`If-Match`,
+    /// `If-Unmodified-Since`, or a version carried in the body: [`VersionInBody`]).
     pub conditional: bool,
+    /// Whether the request may only create the resource (`If-None-Match: *`).
+    pub create_only: bool,
     /// Whether the caller asked to receive block pages as responses ([`ReceiveBlocked`]).
     pub receive_blocked: bool,
 }
@@ -41,6 +43,24 @@ pub struct RequestFacts {
 /// [`RetryError::Blocked`](super::RetryError::Blocked). It is not retried either way.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ReceiveBlocked;
+
+/// In a request's extensions: the request writes back a version it read, carried in its body
+/// (CouchDB's `_rev`) rather than in `If-Match`. A 409 or 412 to it then means a stale version,
+/// as it does for `If-Match`, instead of a conflict.
+///
+/// # Example
+///
+/// ```
+/// use scrapewell_core::retry::{RequestFacts, VersionInBody};
+///
+/// let mut request = http::Request::put("http://127.0.0.1/db/doc")
+///     .body(r#"{"_rev":"3-abc","n":4}"#)
+///     .unwrap();
+/// request.extensions_mut().insert(VersionInBody);
+/// assert!(RequestFacts::of(&request).conditional);
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct VersionInBody;
 
 impl RequestFacts {
     /// Reads the facts off a request.
@@ -52,7 +72,11 @@ impl RequestFacts {
                 || request.extensions().get::<IdempotencyKey>().is_some(),
             conditional: headers.contains_key(IF_MATCH)
                 || headers.contains_key(IF_UNMODIFIED_SINCE)
-                || headers.contains_key(IF_NONE_MATCH),
+                || request.extensions().get::<VersionInBody>().is_some(),
+            create_only: headers
+                .get_all(IF_NONE_MATCH)
+                .iter()
+                .any(|v| v.as_bytes().trim_ascii() == b"*"),
             receive_blocked: request.extensions().get::<ReceiveBlocked>().is_some(),
         }
     }
@@ -174,7 +198,9 @@ pub trait Classify<B, E>: Send + Sync + 'static {
 /// | 429 | retry | retry |
 /// | 503 | retry | retry with `Retry-After`, else done |
 /// | 409 transient (Retry-After, key in flight, locked) | retry | retry with `Retry-After`, else conflict |
-/// | 409 / 412 to a conditional request | stale version | stale version |
+/// | 409 / 412 to a conditional request (`If-Match`, [`VersionInBody`]) | stale version | stale version |
+/// | 412 to a create-only request (`If-None-Match: *`) | already exists | already exists |
+/// | 428 | precondition required | precondition required |
 /// | other 409 | conflict | conflict |
 /// | a block page ([`BlockVerdict`] in the extensions) | blocked | blocked |
 /// | anything else | done | done |
@@ -233,8 +259,13 @@ where
         let status = response.status();
         let has_retry_after = response.headers().contains_key(RETRY_AFTER);
         match status {
-            StatusCode::CONFLICT if request.conditional => Outcome::StaleVersion,
-            StatusCode::PRECONDITION_FAILED if request.conditional => Outcome::StaleVersion,
+            StatusCode::CONFLICT | StatusCode::PRECONDITION_FAILED if request.conditional => {
+                Outcome::StaleVersion(declared_problem(response))
+            }
+            StatusCode::PRECONDITION_FAILED if request.create_only => Outcome::AlreadyExists,
+            StatusCode::PRECONDITION_REQUIRED => {
+                Outcome::PreconditionRequired(declared_problem(response))
+            }
             StatusCode::CONFLICT => classify_conflict(request, response, has_retry_after),
             StatusCode::TOO_MANY_REQUESTS => Outcome::Retry(RetryReason::Status(status)),
             StatusCode::SERVICE_UNAVAILABLE if replay_safe || has_retry_after => {
@@ -251,6 +282,11 @@ where
             _ => Outcome::Done,
         }
     }
+}
+
+fn declared_problem<B: InspectBody>(response: &Response<B>) -> Option<Box<ProblemDetails>> {
+    let body = response.body().inspect().unwrap_or_default();
+    ProblemDetails::from_declared(response.headers(), body).map(Box::new)
 }
 
 fn classify_conflict<B: InspectBody>(

@@ -34,8 +34,36 @@ pub enum RetryError<E> {
         status: StatusCode,
         /// The current version's ETag, when the server sent it.
         etag: Option<HeaderValue>,
-        /// The response body: the current state, when the server sent it.
+        /// The response body: the current state, when the server sent it (and not a problem
+        /// document).
         current: Option<Bytes>,
+        /// The problem details, when the server declared its body one
+        /// (`application/problem+json`).
+        problem: Option<Box<ProblemDetails>>,
+        /// The attempts made.
+        attempts: Attempts,
+    },
+    /// A create-only request (`If-None-Match: *`) found the resource already there (412).
+    /// Never retried: it will not go away.
+    #[error("already exists ({status}): the create-only request found the resource there")]
+    AlreadyExists {
+        /// The response status (412).
+        status: StatusCode,
+        /// The existing version's ETag, when the server sent it.
+        etag: Option<HeaderValue>,
+        /// The attempts made.
+        attempts: Attempts,
+    },
+    /// The server requires the write to be conditional (428 Precondition Required): send it
+    /// with `If-Match` and the version it was computed from.
+    #[error(
+        "precondition required ({status}): the server only accepts conditional writes (If-Match)"
+    )]
+    PreconditionRequired {
+        /// The response status (428).
+        status: StatusCode,
+        /// The server's problem details, when it declared its body one.
+        problem: Option<Box<ProblemDetails>>,
         /// The attempts made.
         attempts: Attempts,
     },
@@ -127,6 +155,8 @@ impl<E> RetryError<E> {
         match self {
             RetryError::Conflict { attempts, .. }
             | RetryError::StaleVersion { attempts, .. }
+            | RetryError::AlreadyExists { attempts, .. }
+            | RetryError::PreconditionRequired { attempts, .. }
             | RetryError::Blocked { attempts, .. }
             | RetryError::RateLimited { attempts, .. }
             | RetryError::RetryAfterTooLong { attempts, .. }

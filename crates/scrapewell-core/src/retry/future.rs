@@ -173,12 +173,30 @@ fn finish<ResB: InspectBody, E>(
             problem,
             attempts,
         }),
-        (Outcome::StaleVersion, Attempt::Response(response)) => Err(RetryError::StaleVersion {
+        (Outcome::StaleVersion(problem), Attempt::Response(response)) => {
+            Err(RetryError::StaleVersion {
+                status: response.status(),
+                etag: response.headers().get(ETAG).cloned(),
+                current: match problem {
+                    Some(_) => None,
+                    None => response.body().inspect().map(Bytes::copy_from_slice),
+                },
+                problem,
+                attempts,
+            })
+        }
+        (Outcome::AlreadyExists, Attempt::Response(response)) => Err(RetryError::AlreadyExists {
             status: response.status(),
             etag: response.headers().get(ETAG).cloned(),
-            current: response.body().inspect().map(Bytes::copy_from_slice),
             attempts,
         }),
+        (Outcome::PreconditionRequired(problem), Attempt::Response(response)) => {
+            Err(RetryError::PreconditionRequired {
+                status: response.status(),
+                problem,
+                attempts,
+            })
+        }
         (Outcome::Blocked(verdict), Attempt::Response(response)) => Err(RetryError::Blocked {
             status: response.status(),
             verdict,

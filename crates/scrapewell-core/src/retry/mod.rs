@@ -34,6 +34,7 @@
 //! # }
 //! ```
 
+mod backoff;
 mod budget;
 mod classify;
 mod error;
@@ -51,10 +52,11 @@ use tower::Service;
 
 /// Response future of [`Retry`]: drives every attempt of one logical request.
 pub use crate::BoxedResponseFuture as ResponseFuture;
+pub use backoff::Backoff;
 pub use budget::{InvalidBudget, RetryBudget};
 pub use classify::{
     AttemptResult, Classify, ClassifyError, ConflictAware, ReceiveBlocked, RequestFacts,
-    TransportFailure,
+    TransportFailure, VersionInBody,
 };
 pub use error::RetryError;
 pub use layer::RetryLayer;

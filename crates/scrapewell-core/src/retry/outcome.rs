@@ -20,8 +20,15 @@ pub enum Outcome {
     /// A permanent conflict (duplicate create, state conflict): fail without retrying.
     Conflict(Option<Box<ProblemDetails>>),
     /// A conditional request (`If-Match`) met a newer version: fail with the current state, for a
-    /// resolver to re-read and re-apply.
-    StaleVersion,
+    /// resolver to re-read and re-apply. Carries the problem details when the server declared
+    /// its body one (`application/problem+json`).
+    StaleVersion(Option<Box<ProblemDetails>>),
+    /// A create-only request (`If-None-Match: *`) found the resource already there (412): never
+    /// retried.
+    AlreadyExists,
+    /// The server requires a conditional write (428 Precondition Required): sending the same
+    /// request again cannot help.
+    PreconditionRequired(Option<Box<ProblemDetails>>),
     /// The response is a block page ([`BlockVerdict`]): sending the same request again would
     /// confirm the site's suspicion, so it is never retried blindly.
     Blocked(Box<BlockVerdict>),

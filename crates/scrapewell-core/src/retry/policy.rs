@@ -1,19 +1,16 @@
 //! How many attempts, how long each may take, how long to wait between them.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBuilder};
-
-use super::{ConflictAware, RetryBudget};
+use super::{Backoff, ConflictAware, RetryBudget};
 
 /// The retry layer's settings: the classifier, the attempt limit and deadline, the backoff
 /// schedule, the cap on server-requested delays and the shared budget. The timeout of each
 /// attempt is a layer of its own ([`timeout`](crate::timeout)), below any layer that holds
 /// requests back on purpose.
 ///
-/// Backoff is exponential with jitter from [`backon`]: the n-th retry waits a base of
+/// Backoff is exponential with jitter ([`Backoff`]): the n-th retry waits a base of
 /// `min_delay × factorⁿ⁻¹` (at most `max_delay`), plus a random jitter of up to that base
 /// again, so each delay lies in `[base, 2 × base)`. A server's `Retry-After` replaces the
 /// schedule for that retry; a value above [`max_retry_after`](Self::max_retry_after) fails at
@@ -37,8 +34,7 @@ pub struct RetryPolicy<C = ConflictAware> {
     pub(crate) classifier: C,
     max_attempts: u32,
     deadline: Option<Duration>,
-    backoff: ExponentialBuilder,
-    jitter_seed: Option<AtomicU64>,
+    backoff: Backoff,
     max_retry_after: Duration,
     pub(crate) budget: Option<Arc<RetryBudget>>,
 }
@@ -105,13 +101,7 @@ impl<C> RetryPolicy<C> {
             classifier,
             max_attempts: 3,
             deadline: None,
-            backoff: ExponentialBuilder::new()
-                .with_min_delay(Duration::from_millis(100))
-                .with_max_delay(Duration::from_secs(10))
-                .with_factor(2.0)
-                .with_jitter()
-                .without_max_times(),
-            jitter_seed: None,
+            backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(10)),
             max_retry_after: Duration::from_secs(60),
             budget: Some(Arc::new(RetryBudget::default())),
         }
@@ -131,23 +121,20 @@ impl<C> RetryPolicy<C> {
 
     /// The backoff schedule: the first delay and the largest base delay (before jitter).
     pub fn backoff(mut self, min_delay: Duration, max_delay: Duration) -> Self {
-        self.backoff = self
-            .backoff
-            .with_min_delay(min_delay)
-            .with_max_delay(max_delay.max(min_delay));
+        self.backoff = self.backoff.bounds(min_delay, max_delay);
         self
     }
 
     /// The growth factor of the backoff schedule (2.0 by default).
     pub fn backoff_factor(mut self, factor: f32) -> Self {
-        self.backoff = self.backoff.with_factor(factor.max(1.0));
+        self.backoff = self.backoff.factor(factor);
         self
     }
 
     /// Seeds the jitter so that a run can be repeated; each request still gets its own
     /// sequence (the seed plus the request's number).
     pub fn jitter_seed(mut self, seed: u64) -> Self {
-        self.jitter_seed = Some(AtomicU64::new(seed));
+        self.backoff = self.backoff.jitter_seed(seed);
         self
     }
 
@@ -186,13 +173,7 @@ impl<C> RetryPolicy<C> {
 
     /// A fresh backoff schedule for one request.
     pub(crate) fn schedule(&self) -> impl Iterator<Item = Duration> + Send + use<C> {
-        let builder = match &self.jitter_seed {
-            Some(seed) => self
-                .backoff
-                .with_jitter_seed(seed.fetch_add(1, Ordering::Relaxed)),
-            None => self.backoff,
-        };
-        builder.build()
+        self.backoff.schedule()
     }
 }
 

@@ -539,14 +539,110 @@ async fn conditional_request_conflict_is_a_stale_version_with_the_current_state(
             status,
             etag,
             current,
+            problem,
             attempts,
         }) => {
+            assert!(problem.is_none());
             assert_eq!(status, StatusCode::PRECONDITION_FAILED);
             assert_eq!(etag.unwrap(), "\"v2\"");
             assert_eq!(current.unwrap(), "{\"n\":2}");
             assert_eq!(attempts.count(), 1);
         }
         other => panic!("expected StaleVersion, got {other:?}"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn stale_version_in_a_problem_body_carries_the_problem_not_a_state() {
+    let mut request = Request::put("http://127.0.0.1/db/doc")
+        .body(Bytes::from_static(b"{\"_rev\":\"1-a\"}"))
+        .unwrap();
+    request.extensions_mut().insert(VersionInBody);
+    let (mut handle, call) = spawn_call(RetryLayer::new(policy()), request);
+    let ct = ("content-type", "application/problem+json");
+    answer(
+        &mut handle,
+        vec![response(409, &[ct], "{\"title\":\"Edit conflict\"}")],
+    )
+    .await;
+    match call.await.unwrap() {
+        Err(RetryError::StaleVersion {
+            status,
+            current,
+            problem,
+            attempts,
+            ..
+        }) => {
+            assert_eq!(status, StatusCode::CONFLICT);
+            assert!(current.is_none(), "a problem document is not the state");
+            assert_eq!(problem.unwrap().title.as_deref(), Some("Edit conflict"));
+            assert_eq!(attempts.count(), 1);
+        }
+        other => panic!("expected StaleVersion, got {other:?}"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn create_only_412_is_already_exists_after_one_attempt() {
+    for method in [http::Method::PUT, http::Method::POST] {
+        let request = Request::builder()
+            .method(method)
+            .uri("http://127.0.0.1/doc")
+            .header("if-none-match", "*")
+            .body(Bytes::new())
+            .unwrap();
+        let (mut handle, call) = spawn_call(RetryLayer::new(policy()), request);
+        answer(&mut handle, vec![response(412, &[("etag", "\"v7\"")], "")]).await;
+        match call.await.unwrap() {
+            Err(RetryError::AlreadyExists {
+                status,
+                etag,
+                attempts,
+            }) => {
+                assert_eq!(status, StatusCode::PRECONDITION_FAILED);
+                assert_eq!(etag.unwrap(), "\"v7\"");
+                assert_eq!(attempts.count(), 1);
+            }
+            other => panic!("expected AlreadyExists, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_412_to_a_revalidating_get_is_neither_stale_nor_already_exists() {
+    let request = Request::get("http://127.0.0.1/doc")
+        .header("if-none-match", "\"v1\"")
+        .body(Bytes::new())
+        .unwrap();
+    let (mut handle, call) = spawn_call(RetryLayer::new(policy()), request);
+    answer(&mut handle, vec![response(412, &[], "")]).await;
+    let response = call.await.unwrap().expect("handed over as it is");
+    assert_eq!(response.status(), StatusCode::PRECONDITION_FAILED);
+}
+
+#[tokio::test(start_paused = true)]
+async fn precondition_required_fails_at_once_with_the_problem() {
+    let request = Request::put("http://127.0.0.1/doc")
+        .body(Bytes::from_static(b"{}"))
+        .unwrap();
+    let (mut handle, call) = spawn_call(RetryLayer::new(policy()), request);
+    let ct = ("content-type", "application/problem+json");
+    answer(
+        &mut handle,
+        vec![response(428, &[ct], "{\"title\":\"If-Match required\"}")],
+    )
+    .await;
+    match call.await.unwrap() {
+        Err(RetryError::PreconditionRequired {
+            status,
+            problem,
+            attempts,
+        }) => {
+            assert_eq!(status, StatusCode::PRECONDITION_REQUIRED);
+            assert_eq!(problem.unwrap().title.as_deref(), Some("If-Match required"));
+            assert_eq!(attempts.count(), 1);
+        }
+        other => panic!("expected PreconditionRequired, got {other:?}"),
     }
 }
 
