@@ -314,3 +314,57 @@ async fn a_hook_that_gives_up_ends_in_the_blocked_error() {
     assert_eq!(error.block_verdict().unwrap().vendor(), "akamai");
     assert_eq!(server.stats().blocked_identity_requests, 0);
 }
+
+/// The first block hands out an identity that goes through the proxy at `proxy`.
+#[derive(Clone)]
+struct ThroughProxy {
+    proxy: String,
+    calls: Arc<AtomicU32>,
+}
+
+impl Rotate for ThroughProxy {
+    fn rotate(&self, _host: &str, _verdict: &BlockVerdict) -> Option<Identity> {
+        (self.calls.fetch_add(1, Ordering::SeqCst) == 0).then(|| {
+            Identity::new()
+                .proxy(&self.proxy)
+                .and_then(|identity| identity.header("x-identity", "via-proxy"))
+                .expect("a valid identity")
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_fresh_identity_can_send_the_requests_through_a_proxy() {
+    let site = MockServer::start().await.unwrap();
+    let proxy = MockServer::start().await.unwrap();
+    let hook = ThroughProxy {
+        proxy: proxy.base_url().replace("http://", "http://user:secret@"),
+        calls: Arc::default(),
+    };
+    let client = Client::builder()
+        .rotate_identity(hook.clone())
+        .build()
+        .unwrap();
+    for page in 0..10 {
+        let url = site.url(&format!("/guarded/{page}?after=5"));
+        let response = client.get(url).send().await.expect("every page arrives");
+        assert_eq!(response.status(), 200);
+    }
+    assert_eq!(hook.calls.load(Ordering::SeqCst), 1);
+    // Five pages direct, the sixth blocked; it and the rest went through the proxy.
+    let (site, proxy) = (site.stats(), proxy.stats());
+    assert_eq!(
+        (site.requests, site.blocks_served, site.proxied_requests),
+        (6, 1, 0)
+    );
+    assert_eq!((proxy.requests, proxy.proxied_requests), (5, 5));
+}
+
+#[test]
+fn an_identity_with_a_proxy_that_is_not_a_url_is_refused_without_echoing_it() {
+    let error = Identity::new()
+        .proxy("http://user:secret@[bad")
+        .expect_err("not a URL");
+    assert!(matches!(error, Error::InvalidRequest { .. }));
+    assert!(!error.to_string().contains("secret"), "{error}");
+}

@@ -45,6 +45,11 @@ pub(crate) async fn handle(
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     // The benchmark route is not logged per path: it must stay cheap at any volume.
     let nth = state.record(&path, segments[0] != "bytes");
+    // Absolute form (`GET http://host/path`) is how a client talks to a forward proxy: the mock
+    // plays the proxy by answering such requests itself.
+    if request.uri().authority().is_some() {
+        state.counters.proxied.fetch_add(1, Ordering::Relaxed);
+    }
     let param = |name: &str| query.get(name).and_then(|v| v.parse::<u64>().ok());
     let response = match (segments.as_slice(), request.method()) {
         (["bytes", n], _) => match n.parse::<usize>() {

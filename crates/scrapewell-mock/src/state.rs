@@ -49,6 +49,9 @@ pub struct Stats {
     /// Requests `/guarded` received with an identity it had already blocked: what a client that
     /// retries blindly sends.
     pub blocked_identity_requests: u64,
+    /// Requests that arrived in absolute form (`GET http://host/path`), as a client sends them
+    /// to a forward proxy: the mock answers them itself, as if it were the proxy and the site.
+    pub proxied_requests: u64,
     /// Writes to `/docs` and `/couch` documents that were applied (creates included).
     pub applied_writes: u64,
     /// Writes refused because their version was stale (412 or 409 to `If-Match`, 409 to a
@@ -121,6 +124,7 @@ pub(crate) struct Counters {
     pub(crate) resets: AtomicU64,
     pub(crate) stalls: AtomicU64,
     pub(crate) blocks_served: AtomicU64,
+    pub(crate) proxied: AtomicU64,
 }
 
 /// What `/guarded` knows of one identity.
@@ -303,6 +307,7 @@ impl State {
             blocks_served: counter(&self.counters.blocks_served),
             identities_blocked,
             blocked_identity_requests,
+            proxied_requests: counter(&self.counters.proxied),
             applied_writes: documents.applied_writes,
             stale_writes: documents.stale_writes,
             already_exists: documents.already_exists,

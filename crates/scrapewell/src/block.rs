@@ -11,9 +11,11 @@ use http::header::COOKIE;
 use scrapewell_core::block::{BlockVerdict, CoolDowns, CoolingDown};
 use scrapewell_core::ratelimit::HostKey;
 
+use crate::transport::{Outgoing, ProxyUrl};
+
 /// Who the client appears to be to a host: headers (a `User-Agent`, a session `Cookie`, a
-/// token) sent with every request to it. A [`Rotate`] hook hands out a fresh one after a
-/// block.
+/// token) sent with every request to it, and the proxy the requests go through. A [`Rotate`]
+/// hook hands out a fresh one after a block.
 ///
 /// # Example
 ///
@@ -22,13 +24,16 @@ use scrapewell_core::ratelimit::HostKey;
 ///
 /// let identity = Identity::new()
 ///     .header("user-agent", "Mozilla/5.0 (X11; Linux x86_64) scraper/2")?
-///     .cookie("session=7f3a; theme=dark")?;
+///     .cookie("session=7f3a; theme=dark")?
+///     .proxy("http://user:secret@127.0.0.1:3128")?;
 /// assert_eq!(identity.headers().len(), 2);
+/// assert_eq!(format!("{identity:?}"), r#"Identity { headers: ["user-agent", "cookie"], proxy: Some(http://127.0.0.1:3128) }"#);
 /// # Ok::<(), scrapewell::Error>(())
 /// ```
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Identity {
     headers: HeaderMap,
+    proxy: Option<ProxyUrl>,
 }
 
 impl Identity {
@@ -49,22 +54,41 @@ impl Identity {
         self.header(COOKIE.as_str(), cookies)
     }
 
+    /// Sends the requests through the proxy at `url` (`http://`, `https://`, with
+    /// `user:password@` when it needs them). The client keeps a connection pool per proxy.
+    pub fn proxy(mut self, url: &str) -> Result<Identity, crate::Error> {
+        let proxy = ProxyUrl::parse(url)
+            .map_err(|_| crate::Error::invalid("invalid proxy URL for the identity"))?;
+        self.proxy = Some(proxy);
+        Ok(self)
+    }
+
     /// The headers it sends.
     pub fn headers(&self) -> &HeaderMap {
         &self.headers
     }
 
-    fn apply(&self, headers: &mut HeaderMap) {
+    /// Whether its requests go through a proxy.
+    pub fn has_proxy(&self) -> bool {
+        self.proxy.is_some()
+    }
+
+    fn apply(&self, request: &mut http::Request<Outgoing>) {
+        let headers = request.headers_mut();
         for (name, value) in &self.headers {
             headers.insert(name, value.clone());
         }
+        request.body_mut().proxy = self.proxy.clone();
     }
 }
 
-/// Values are left out: identities are cookies and tokens.
+/// Values are left out: identities are cookies and tokens, and proxies carry credentials.
 impl fmt::Debug for Identity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list().entries(self.headers.keys()).finish()
+        f.debug_struct("Identity")
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .field("proxy", &self.proxy)
+            .finish()
     }
 }
 
@@ -171,16 +195,20 @@ impl Blocking {
         self.cool_downs.check(host)
     }
 
-    /// The identity requests to `host` go with now, if one was handed out; it is written into
-    /// `headers`.
-    pub(crate) fn apply_current(&self, host: &HostKey, headers: &mut HeaderMap) -> u64 {
+    /// The identity requests to `host` go with now, if one was handed out; it is applied to
+    /// `request`.
+    pub(crate) fn apply_current(
+        &self,
+        host: &HostKey,
+        request: &mut http::Request<Outgoing>,
+    ) -> u64 {
         if self.rotate.is_none() {
             return 0;
         }
         let current = self.lock().get(host).cloned();
         match current {
             Some(current) => {
-                current.identity.apply(headers);
+                current.apply(request);
                 current.generation
             }
             None => 0,
@@ -244,8 +272,8 @@ impl Blocking {
 }
 
 impl CurrentIdentity {
-    pub(crate) fn apply(&self, headers: &mut HeaderMap) {
-        self.identity.apply(headers);
+    pub(crate) fn apply(&self, request: &mut http::Request<Outgoing>) {
+        self.identity.apply(request);
     }
 }
 

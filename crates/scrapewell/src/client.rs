@@ -16,7 +16,7 @@ use scrapewell_core::timeout::{AttemptTimeout, AttemptTimeoutLayer};
 use tower::{Service, ServiceBuilder};
 
 use crate::block::{Blocking, Rotate, WhileCooling};
-use crate::transport::{Outgoing, Transport, TransportConfig};
+use crate::transport::{HttpSettings, Outgoing, Transport, TransportConfig};
 use crate::{Error, IntoUrl, RequestBuilder, Update};
 
 /// The layers every request goes through, outermost first.
@@ -200,7 +200,7 @@ impl Client {
 /// ```
 #[derive(Debug)]
 pub struct ClientBuilder {
-    http: reqwest::ClientBuilder,
+    http: HttpSettings,
     policy: RetryPolicy,
     attempt_timeout: Option<Duration>,
     key_strategy: KeyStrategy,
@@ -225,8 +225,14 @@ pub struct ClientBuilder {
 impl Default for ClientBuilder {
     fn default() -> Self {
         ClientBuilder {
-            http: reqwest::Client::builder()
-                .user_agent(concat!("scrapewell/", env!("CARGO_PKG_VERSION"))),
+            http: HttpSettings {
+                user_agent: Some(HeaderValue::from_static(concat!(
+                    "scrapewell/",
+                    env!("CARGO_PKG_VERSION")
+                ))),
+                default_headers: HeaderMap::new(),
+                connect_timeout: None,
+            },
             policy: RetryPolicy::default(),
             attempt_timeout: Some(Duration::from_secs(30)),
             key_strategy: KeyStrategy::Random,
@@ -257,7 +263,7 @@ impl ClientBuilder {
     /// The `User-Agent` header.
     pub fn user_agent(mut self, value: impl TryInto<HeaderValue>) -> Self {
         match value.try_into() {
-            Ok(value) => self.http = self.http.user_agent(value),
+            Ok(value) => self.http.user_agent = Some(value),
             Err(_) => self.fail("invalid User-Agent value"),
         }
         self
@@ -265,13 +271,13 @@ impl ClientBuilder {
 
     /// Headers sent with every request.
     pub fn default_headers(mut self, headers: HeaderMap) -> Self {
-        self.http = self.http.default_headers(headers);
+        self.http.default_headers = headers;
         self
     }
 
     /// The time to establish a connection, within the attempt timeout.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.http = self.http.connect_timeout(timeout);
+        self.http.connect_timeout = Some(timeout);
         self
     }
 
@@ -477,21 +483,15 @@ impl ClientBuilder {
         if let Some(error) = self.error {
             return Err(error);
         }
-        let http = self
-            .http
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| Error::Config {
-                reason: e.to_string(),
-            })?;
-        let transport = Transport::new(
-            http,
-            TransportConfig {
-                max_redirects: self.max_redirects,
-                max_body: self.max_body_size,
-                origin_bound: vec![self.keys.header.clone()],
-            },
-        );
+        let transport = Transport::new(TransportConfig {
+            max_redirects: self.max_redirects,
+            max_body: self.max_body_size,
+            origin_bound: vec![self.keys.header.clone()],
+            settings: self.http,
+        })
+        .map_err(|e| Error::Config {
+            reason: e.to_string(),
+        })?;
         let keys = IdempotencyLayer::new()
             .enabled(self.keys_enabled)
             .strategy(self.key_strategy)

@@ -373,7 +373,11 @@ impl RequestBuilder {
         let url = url?;
         let uri = http::Uri::try_from(url.as_str())
             .map_err(|e| Error::invalid(format!("invalid URL: {e}")))?;
-        let mut request = http::Request::new(Outgoing { body, url });
+        let mut request = http::Request::new(Outgoing {
+            body,
+            url,
+            proxy: None,
+        });
         *request.method_mut() = method;
         *request.uri_mut() = uri;
         *request.headers_mut() = headers;
@@ -478,7 +482,7 @@ async fn guarded(
             WhileCooling::Wait => tokio::time::sleep(cooling.remaining).await,
         }
     }
-    let mut generation = blocking.apply_current(&host, request.headers_mut());
+    let mut generation = blocking.apply_current(&host, &mut request);
     let mut rotations = 0;
     loop {
         // The spare is kept only while a rotation may need it.
@@ -504,7 +508,7 @@ async fn guarded(
         );
         match blocking.after_block(&host, &host_name, generation, verdict) {
             AfterBlock::Retry(current) => {
-                current.apply(next.headers_mut());
+                current.apply(&mut next);
                 generation = current.generation;
                 rotations += 1;
                 request = next;

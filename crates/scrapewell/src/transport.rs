@@ -1,15 +1,18 @@
 //! The innermost service: one attempt over reqwest, redirects followed, the body read whole.
 
+use std::collections::HashMap;
+use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::header::{
     AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, COOKIE, LOCATION, PROXY_AUTHORIZATION,
 };
-use http::{HeaderName, Method, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use scrapewell_core::ReplayBody;
 use scrapewell_core::block::RedirectedTo;
 use scrapewell_core::retry::{ClassifyError, TransportFailure};
@@ -44,6 +47,9 @@ pub enum TransportError {
     /// A redirect pointed somewhere the client cannot follow.
     #[error("bad redirect: {0}")]
     Redirect(String),
+    /// No HTTP client could be made for an identity's proxy.
+    #[error("cannot use the identity's proxy")]
+    Proxy(#[source] reqwest::Error),
 }
 
 impl ClassifyError for TransportError {
@@ -52,9 +58,9 @@ impl ClassifyError for TransportError {
             TransportError::Connect(_) => TransportFailure::NotSent,
             TransportError::Request(_) | TransportError::Body(_) => TransportFailure::AfterSend,
             TransportError::TimedOut(_) => TransportFailure::TimedOut,
-            TransportError::BodyTooLarge { .. } | TransportError::Redirect(_) => {
-                TransportFailure::Permanent
-            }
+            TransportError::BodyTooLarge { .. }
+            | TransportError::Redirect(_)
+            | TransportError::Proxy(_) => TransportFailure::Permanent,
         }
     }
 }
@@ -67,6 +73,8 @@ impl ClassifyError for TransportError {
 pub(crate) struct Outgoing {
     pub(crate) body: Body,
     pub(crate) url: Url,
+    /// The proxy of the identity the request goes with, when it has one.
+    pub(crate) proxy: Option<ProxyUrl>,
 }
 
 impl ReplayBody for Outgoing {
@@ -74,6 +82,7 @@ impl ReplayBody for Outgoing {
         Some(Outgoing {
             body: self.body.try_clone()?,
             url: self.url.clone(),
+            proxy: self.proxy.clone(),
         })
     }
 
@@ -91,26 +100,125 @@ pub(crate) struct ReadMode {
     pub(crate) max_body: u64,
 }
 
+/// A proxy's URL, checked by reqwest when the identity was made. It may carry credentials, so
+/// its `Debug` shows only the scheme, host and port.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub(crate) struct ProxyUrl(Arc<str>);
+
+impl ProxyUrl {
+    pub(crate) fn parse(url: &str) -> Result<ProxyUrl, reqwest::Error> {
+        reqwest::Proxy::all(url)?;
+        Ok(ProxyUrl(url.into()))
+    }
+}
+
+impl fmt::Debug for ProxyUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match Url::parse(&self.0) {
+            Ok(url) => write!(
+                f,
+                "{}://{}:{}",
+                url.scheme(),
+                url.host_str().unwrap_or_default(),
+                url.port_or_known_default().unwrap_or_default()
+            ),
+            Err(_) => f.write_str("proxy"),
+        }
+    }
+}
+
+/// What every reqwest client of one scrapewell client is built with: the one without a proxy,
+/// and one per identity proxy (reqwest fixes the proxy per client).
+#[derive(Clone)]
+pub(crate) struct HttpSettings {
+    pub(crate) user_agent: Option<HeaderValue>,
+    pub(crate) default_headers: HeaderMap,
+    pub(crate) connect_timeout: Option<Duration>,
+}
+
+impl HttpSettings {
+    pub(crate) fn build(
+        &self,
+        proxy: Option<&ProxyUrl>,
+    ) -> Result<reqwest::Client, reqwest::Error> {
+        let mut builder = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .default_headers(self.default_headers.clone());
+        if let Some(user_agent) = &self.user_agent {
+            builder = builder.user_agent(user_agent.clone());
+        }
+        if let Some(timeout) = self.connect_timeout {
+            builder = builder.connect_timeout(timeout);
+        }
+        if let Some(proxy) = proxy {
+            builder = builder.proxy(reqwest::Proxy::all(&*proxy.0)?);
+        }
+        builder.build()
+    }
+}
+
+/// Header values are left out: default headers may carry credentials.
+impl fmt::Debug for HttpSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpSettings")
+            .field("user_agent", &self.user_agent)
+            .field(
+                "default_headers",
+                &self.default_headers.keys().collect::<Vec<_>>(),
+            )
+            .field("connect_timeout", &self.connect_timeout)
+            .finish()
+    }
+}
+
+/// The most proxies a client keeps a reqwest client (and its connection pool) for; past it the
+/// pool is emptied and rebuilt as requests need.
+const MAX_PROXY_CLIENTS: usize = 256;
+
 #[derive(Debug)]
 pub(crate) struct TransportConfig {
     pub(crate) max_redirects: usize,
     pub(crate) max_body: u64,
     /// Headers that never follow a redirect to another origin.
     pub(crate) origin_bound: Vec<HeaderName>,
+    pub(crate) settings: HttpSettings,
 }
 
 #[derive(Debug, Clone)]
 pub(crate) struct Transport {
     http: reqwest::Client,
     config: Arc<TransportConfig>,
+    via_proxy: Arc<Mutex<HashMap<ProxyUrl, reqwest::Client>>>,
 }
 
 impl Transport {
-    pub(crate) fn new(http: reqwest::Client, config: TransportConfig) -> Self {
-        Transport {
-            http,
+    pub(crate) fn new(config: TransportConfig) -> Result<Self, reqwest::Error> {
+        Ok(Transport {
+            http: config.settings.build(None)?,
             config: Arc::new(config),
+            via_proxy: Arc::default(),
+        })
+    }
+
+    /// The reqwest client for `proxy`, made on first use.
+    fn client_via(&self, proxy: &ProxyUrl) -> Result<reqwest::Client, TransportError> {
+        let mut clients = self
+            .via_proxy
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(client) = clients.get(proxy) {
+            return Ok(client.clone());
         }
+        let client = self
+            .config
+            .settings
+            .build(Some(proxy))
+            .map_err(TransportError::Proxy)?;
+        if clients.len() >= MAX_PROXY_CLIENTS {
+            clients.clear();
+        }
+        clients.insert(proxy.clone(), client.clone());
+        Ok(client)
     }
 }
 
@@ -126,7 +234,13 @@ impl Service<http::Request<Outgoing>> for Transport {
     }
 
     fn call(&mut self, request: http::Request<Outgoing>) -> Self::Future {
-        let http = self.http.clone();
+        let http = match &request.body().proxy {
+            None => self.http.clone(),
+            Some(proxy) => match self.client_via(proxy) {
+                Ok(http) => http,
+                Err(error) => return Box::pin(std::future::ready(Err(error))),
+            },
+        };
         let config = Arc::clone(&self.config);
         Box::pin(exchange(http, config, request))
     }
@@ -137,7 +251,7 @@ async fn exchange(
     config: Arc<TransportConfig>,
     request: http::Request<Outgoing>,
 ) -> Result<http::Response<ResponseBody>, TransportError> {
-    let (mut parts, Outgoing { body, mut url }) = request.into_parts();
+    let (mut parts, Outgoing { body, mut url, .. }) = request.into_parts();
     let mode = parts
         .extensions
         .get::<ReadMode>()
