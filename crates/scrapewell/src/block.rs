@@ -143,6 +143,9 @@ pub enum WhileCooling {
     Wait,
 }
 
+/// The most hosts the client keeps a rotated identity for, as it keeps cool-downs for.
+const MAX_ROTATED_HOSTS: usize = 100_000;
+
 /// The client's block handling: the cool-downs, the identities in use, and the hook.
 pub(crate) struct Blocking {
     pub(crate) cool_down: Duration,
@@ -180,7 +183,7 @@ impl Blocking {
             cool_down,
             while_cooling,
             max_rotations,
-            cool_downs: CoolDowns::new(100_000),
+            cool_downs: CoolDowns::new(MAX_ROTATED_HOSTS),
             rotate,
             identities: Mutex::default(),
         }
@@ -240,6 +243,13 @@ impl Blocking {
                     generation: generation + 1,
                     identity: Arc::new(identity),
                 };
+                if identities.len() >= MAX_ROTATED_HOSTS && !identities.contains_key(host) {
+                    // Bounded like the cool-downs: a host that loses its identity here goes
+                    // back to the client's own and rotates again if it is still blocked.
+                    if let Some(evicted) = identities.keys().next().copied() {
+                        identities.remove(&evicted);
+                    }
+                }
                 identities.insert(*host, current.clone());
                 drop(identities);
                 // The block was the old identity's; the fresh one starts clean.
