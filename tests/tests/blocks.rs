@@ -176,14 +176,20 @@ impl Rotate for FreshSessions {
     }
 }
 
-#[tokio::test]
-async fn a_crawl_through_an_identity_blocked_every_50_requests_finishes_with_a_rotation_hook() {
-    let server = MockServer::start().await.unwrap();
+/// A mock server, and a client whose hook hands out fresh sessions.
+async fn rotating() -> (MockServer, FreshSessions, Client) {
+    let server = MockServer::start().await.expect("mock server");
     let hook = FreshSessions::default();
     let client = Client::builder()
         .rotate_identity(hook.clone())
         .build()
-        .unwrap();
+        .expect("client");
+    (server, hook, client)
+}
+
+#[tokio::test]
+async fn a_crawl_through_an_identity_blocked_every_50_requests_finishes_with_a_rotation_hook() {
+    let (server, hook, client) = rotating().await;
     let mut errors = 0;
     for page in 0..200 {
         let url = server.url(&format!("/guarded/{page}?after=50"));
@@ -207,12 +213,7 @@ async fn a_crawl_through_an_identity_blocked_every_50_requests_finishes_with_a_r
 
 #[tokio::test]
 async fn concurrent_requests_blocked_together_rotate_once_per_identity() {
-    let server = MockServer::start().await.unwrap();
-    let hook = FreshSessions::default();
-    let client = Client::builder()
-        .rotate_identity(hook.clone())
-        .build()
-        .unwrap();
+    let (server, hook, client) = rotating().await;
     let tasks: Vec<_> = (0..8)
         .map(|worker| {
             let client = client.clone();
