@@ -100,13 +100,7 @@ impl ProblemDetails {
         let declared = headers
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .is_some_and(|ct| {
-                ct.split(';')
-                    .next()
-                    .unwrap_or("")
-                    .trim()
-                    .eq_ignore_ascii_case("application/problem+json")
-            });
+            .is_some_and(|ct| essence(ct).eq_ignore_ascii_case("application/problem+json"));
         if declared {
             Self::from_json(body)
         } else {
@@ -172,8 +166,13 @@ fn contains_transient_marker(text: &[u8]) -> bool {
     })
 }
 
+/// The media type without its parameters (`application/json` of `application/json; charset=x`).
+fn essence(content_type: &str) -> &str {
+    content_type.split(';').next().unwrap_or("").trim()
+}
+
 fn is_json_media_type(content_type: &str) -> bool {
-    let essence = content_type.split(';').next().unwrap_or("").trim();
+    let essence = essence(content_type);
     essence.eq_ignore_ascii_case("application/json")
         || essence.len() > 5 && essence[essence.len() - 5..].eq_ignore_ascii_case("+json")
 }

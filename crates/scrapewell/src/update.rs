@@ -246,7 +246,7 @@ impl Update {
             loop {
                 round += 1;
                 let read = rounds.read().await?;
-                let written = match edit(&read.body, &read.attempts)? {
+                let (value, body) = match edit(&read.body, &read.attempts)? {
                     Edited::Kept(value) => {
                         tracing::debug!(round, "nothing to write");
                         return Ok(Updated {
@@ -257,10 +257,10 @@ impl Update {
                             attempts: read.attempts,
                         });
                     }
-                    Edited::Write(value, body) => (value, rounds.write(&read, body).await),
+                    Edited::Write(value, body) => (value, body),
                 };
-                let stale = match written {
-                    (value, Ok((etag, attempts))) => {
+                let (status, problem, attempts) = match rounds.write(&read, body).await {
+                    Ok((etag, attempts)) => {
                         tracing::debug!(round, "written");
                         return Ok(Updated {
                             value,
@@ -270,9 +270,7 @@ impl Update {
                             attempts,
                         });
                     }
-                    (_, Err(Error::StaleVersion { attempts, .. }))
-                        if may_have_been_applied(&attempts) =>
-                    {
+                    Err(Error::StaleVersion { attempts, .. }) if may_have_been_applied(&attempts) => {
                         tracing::warn!(round, "a write attempt may have been applied before its retry met a newer version");
                         return Err(Error::OutcomeUnknown {
                             source: None,
@@ -280,12 +278,14 @@ impl Update {
                         }
                         .into());
                     }
-                    (_, Err(Error::StaleVersion { status, problem, attempts, .. })) => {
-                        (status, problem, attempts)
-                    }
-                    (_, Err(error)) => return Err(error.into()),
+                    Err(Error::StaleVersion {
+                        status,
+                        problem,
+                        attempts,
+                        ..
+                    }) => (status, problem, attempts),
+                    Err(error) => return Err(error.into()),
                 };
-                let (status, problem, attempts) = stale;
                 if round >= self.max_rounds {
                     tracing::info!(round, %status, "stale version; no rounds left");
                     return Err(Error::StaleVersion {
