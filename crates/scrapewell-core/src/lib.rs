@@ -38,6 +38,7 @@ pub mod block;
 mod body;
 mod boxed;
 pub mod idempotency;
+mod media;
 mod problem;
 pub mod ratelimit;
 pub mod retry;

@@ -6,6 +6,8 @@ use http::HeaderMap;
 use http::header::CONTENT_TYPE;
 use serde::Deserialize;
 
+use crate::media;
+
 /// An RFC 9457 problem details object (`application/problem+json`).
 ///
 /// Members that are absent or of the wrong type are `None`; extension members are kept in
@@ -73,8 +75,8 @@ impl ProblemDetails {
     /// Parses the body of a response whose content type is JSON (`application/problem+json`,
     /// `application/json`, any `+json`), or that has no content type and looks like an object.
     pub fn from_response(headers: &HeaderMap, body: &[u8]) -> Option<Self> {
-        let json = match headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()) {
-            Some(ct) => is_json_media_type(ct),
+        let json = match headers.get(CONTENT_TYPE) {
+            Some(ct) => media::is_json(ct.as_bytes()),
             None => body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{'),
         };
         if json { Self::from_json(body) } else { None }
@@ -97,10 +99,9 @@ impl ProblemDetails {
     /// assert!(ProblemDetails::from_declared(&headers, br#"{"title":"n"}"#).is_some());
     /// ```
     pub fn from_declared(headers: &HeaderMap, body: &[u8]) -> Option<Self> {
-        let declared = headers
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|ct| essence(ct).eq_ignore_ascii_case("application/problem+json"));
+        let declared = headers.get(CONTENT_TYPE).is_some_and(|ct| {
+            media::essence(ct.as_bytes()).eq_ignore_ascii_case(b"application/problem+json")
+        });
         if declared {
             Self::from_json(body)
         } else {
@@ -150,31 +151,14 @@ pub(crate) fn body_says_transient(
     }
     let plain_text = headers
         .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| {
-            ct.trim_start()
-                .to_ascii_lowercase()
-                .starts_with("text/plain")
-        });
+        .is_some_and(|ct| media::essence(ct.as_bytes()).eq_ignore_ascii_case(b"text/plain"));
     plain_text && contains_transient_marker(&body[..body.len().min(TEXT_SCAN_LIMIT)])
 }
 
 fn contains_transient_marker(text: &[u8]) -> bool {
-    TRANSIENT_MARKERS.iter().any(|marker| {
-        text.windows(marker.len())
-            .any(|w| w.eq_ignore_ascii_case(marker.as_bytes()))
-    })
-}
-
-/// The media type without its parameters (`application/json` of `application/json; charset=x`).
-fn essence(content_type: &str) -> &str {
-    content_type.split(';').next().unwrap_or("").trim()
-}
-
-fn is_json_media_type(content_type: &str) -> bool {
-    let essence = essence(content_type);
-    essence.eq_ignore_ascii_case("application/json")
-        || essence.len() > 5 && essence[essence.len() - 5..].eq_ignore_ascii_case("+json")
+    TRANSIENT_MARKERS
+        .iter()
+        .any(|marker| media::contains_ignore_case(text, marker.as_bytes()))
 }
 
 /// Accepts a member of the wrong type as absent rather than rejecting the whole object.

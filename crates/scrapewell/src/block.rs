@@ -189,8 +189,9 @@ impl Blocking {
         }
     }
 
-    pub(crate) fn rotates(&self) -> bool {
-        self.rotate.is_some()
+    /// The hook that hands out fresh identities, when the client has one.
+    pub(crate) fn rotator(&self) -> Option<&dyn Rotate> {
+        self.rotate.as_deref()
     }
 
     /// Whether `host` is cooling down.
@@ -218,18 +219,16 @@ impl Blocking {
         }
     }
 
-    /// A request to `host` sent with identity `generation` was blocked with `verdict`.
+    /// A request to `host` sent with identity `generation` was blocked with `verdict`; `rotate`
+    /// is the client's hook.
     pub(crate) fn after_block(
         &self,
+        rotate: &dyn Rotate,
         host: &HostKey,
         host_name: &str,
         generation: u64,
         verdict: &BlockVerdict,
     ) -> AfterBlock {
-        let Some(rotate) = &self.rotate else {
-            self.give_up(host, verdict);
-            return AfterBlock::GiveUp;
-        };
         let mut identities = self.lock();
         if let Some(current) = identities.get(host)
             && current.generation != generation

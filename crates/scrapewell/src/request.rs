@@ -327,7 +327,7 @@ impl RequestBuilder {
                 );
                 let blocking = client.blocking();
                 let cooling = blocking.cooling(&host);
-                if cooling.is_some() || blocking.rotates() {
+                if cooling.is_some() || blocking.rotator().is_some() {
                     let send = guarded(client.clone(), stack, request, host, max_body);
                     PendingState::Guarded(Box::pin(send.instrument(span)))
                 } else {
@@ -486,9 +486,10 @@ async fn guarded(
     let mut rotations = 0;
     loop {
         // The spare is kept only while a rotation may need it.
-        let spare = (blocking.rotates() && rotations < blocking.max_rotations)
-            .then(|| try_clone_request(&request))
-            .flatten();
+        let rotation = blocking
+            .rotator()
+            .filter(|_| rotations < blocking.max_rotations)
+            .and_then(|rotate| Some((rotate, try_clone_request(&request)?)));
         let error = match stack.call(request).await {
             Ok(response) => return Ok(Response::from_http(response, max_body)),
             Err(error) => error,
@@ -496,7 +497,7 @@ async fn guarded(
         let RetryError::Blocked { verdict, .. } = &error else {
             return Err(error.into());
         };
-        let Some(mut next) = spare else {
+        let Some((rotate, mut next)) = rotation else {
             blocking.give_up(&host, verdict);
             return Err(error.into());
         };
@@ -506,7 +507,7 @@ async fn guarded(
             url.host_str().unwrap_or_default(),
             url.port_or_known_default().unwrap_or_default()
         );
-        match blocking.after_block(&host, &host_name, generation, verdict) {
+        match blocking.after_block(rotate, &host, &host_name, generation, verdict) {
             AfterBlock::Retry(current) => {
                 current.apply(&mut next);
                 generation = current.generation;

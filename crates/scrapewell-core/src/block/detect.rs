@@ -6,6 +6,8 @@ use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 use http::header::{CONTENT_TYPE, LOCATION, SET_COOKIE};
 use http::{HeaderMap, HeaderName, Method, StatusCode};
 
+use crate::media;
+
 use super::{BlockKind, BlockVerdict, Evidence, Rule, RuleError, RuleSet, Strength, Target};
 
 /// The body prefix read from a response before it is classified (32 KiB).
@@ -98,6 +100,9 @@ pub struct Detector {
     rule_vendor: Vec<Option<usize>>,
     status_rules: Vec<usize>,
     header_rules: Vec<(HeaderName, Vec<usize>)>,
+    /// A bit per header name the rules look at ([`name_bit`]): a response header whose bit is
+    /// clear is passed over without comparing its name.
+    header_filter: u64,
     cookie_rules: Vec<usize>,
     location_rules: Vec<usize>,
     empty_body_rules: Vec<usize>,
@@ -130,6 +135,7 @@ impl Detector {
             rule_vendor: Vec::new(),
             status_rules: Vec::new(),
             header_rules: Vec::new(),
+            header_filter: 0,
             cookie_rules: Vec::new(),
             location_rules: Vec::new(),
             empty_body_rules: Vec::new(),
@@ -152,6 +158,7 @@ impl Detector {
             match &rule.target {
                 Target::Status(_) => detector.status_rules.push(index),
                 Target::Header(name) => {
+                    detector.header_filter |= name_bit(name);
                     match detector.header_rules.iter_mut().find(|(n, _)| n == name) {
                         Some((_, indices)) => indices.push(index),
                         None => detector.header_rules.push((name.clone(), vec![index])),
@@ -219,28 +226,25 @@ impl Detector {
                 matched.add(index);
             }
         }
-        for (name, indices) in &self.header_rules {
-            for value in facts.headers.get_all(name) {
-                for &index in indices {
-                    let pattern = &*self.rules[index].pattern;
-                    if pattern == "*" || contains_ignore_case(value.as_bytes(), pattern) {
-                        matched.add(index);
-                    }
-                }
+        // One pass over the response's headers, however many rules there are: most names are
+        // passed over by the filter.
+        let mut content_type = None;
+        for (name, value) in facts.headers {
+            if *name == CONTENT_TYPE {
+                content_type.get_or_insert(value.as_bytes());
+            } else if *name == SET_COOKIE {
+                self.match_cookie(value.as_bytes(), &mut matched);
             }
-        }
-        if !self.cookie_rules.is_empty() {
-            for cookie in facts.headers.get_all(SET_COOKIE) {
-                let name = cookie
-                    .as_bytes()
-                    .split(|&b| b == b'=')
-                    .next()
-                    .unwrap_or_default();
-                let name = name.trim_ascii();
-                for &index in &self.cookie_rules {
-                    if name.starts_with(self.rules[index].pattern.as_bytes()) {
-                        matched.add(index);
-                    }
+            if self.header_filter & name_bit(name) == 0 {
+                continue;
+            }
+            let Some((_, indices)) = self.header_rules.iter().find(|(n, _)| n == name) else {
+                continue;
+            };
+            for &index in indices {
+                let pattern = self.rules[index].pattern.as_bytes();
+                if pattern == b"*" || media::contains_ignore_case(value.as_bytes(), pattern) {
+                    matched.add(index);
                 }
             }
         }
@@ -256,25 +260,21 @@ impl Detector {
                 .flatten()
             {
                 for &index in &self.location_rules {
-                    if contains_ignore_case(target, &self.rules[index].pattern) {
+                    if media::contains_ignore_case(target, self.rules[index].pattern.as_bytes()) {
                         matched.add(index);
                     }
                 }
             }
         }
-        let content_type = facts
-            .headers
-            .get(CONTENT_TYPE)
-            .map(|value| value.as_bytes());
         if facts.status == StatusCode::OK
             && facts.body.is_empty()
             && facts.body_complete
             && !facts.head_request
         {
             for &index in &self.empty_body_rules {
-                if content_type
-                    .is_some_and(|ct| contains_ignore_case(ct, &self.rules[index].pattern))
-                {
+                if content_type.is_some_and(|ct| {
+                    media::contains_ignore_case(ct, self.rules[index].pattern.as_bytes())
+                }) {
                     matched.add(index);
                 }
             }
@@ -300,11 +300,11 @@ impl Detector {
         self.body_window(status, headers.get(CONTENT_TYPE).map(|v| v.as_bytes()))
     }
 
-    /// How much of the body to scan for a response of `status` and `content_type`.
+    /// How much of the body to scan for a response of `status` and `content_type`: a 2xx can
+    /// only be an interstitial (a captcha, a challenge) when it is a page a browser renders,
+    /// while an error in any text may say who refused.
     fn body_window(&self, status: StatusCode, content_type: Option<&[u8]>) -> usize {
-        let html_or_untyped = content_type.is_none_or(|ct| {
-            contains_ignore_case(ct, "html") || contains_ignore_case(ct, "text/plain")
-        });
+        let html_or_untyped = content_type.is_none_or(media::is_html);
         if status.is_success() {
             return if html_or_untyped {
                 self.success_window.min(self.prefix)
@@ -313,13 +313,25 @@ impl Detector {
             };
         }
         if html_or_untyped
-            || content_type.is_some_and(|ct| {
-                contains_ignore_case(ct, "json") || contains_ignore_case(ct, "text/")
-            })
+            || content_type.is_some_and(|ct| media::is_text(ct) || media::is_json(ct))
         {
             self.prefix
         } else {
             0
+        }
+    }
+
+    /// Matches the name of the cookie a `Set-Cookie` value sets against the cookie rules.
+    fn match_cookie(&self, set_cookie: &[u8], matched: &mut Matched) {
+        let name = set_cookie
+            .split(|&b| b == b'=')
+            .next()
+            .unwrap_or_default()
+            .trim_ascii();
+        for &index in &self.cookie_rules {
+            if name.starts_with(self.rules[index].pattern.as_bytes()) {
+                matched.add(index);
+            }
         }
     }
 
@@ -438,11 +450,10 @@ impl Tally {
     }
 }
 
-/// Whether `haystack` contains `needle`, ASCII case ignored.
-fn contains_ignore_case(haystack: &[u8], needle: &str) -> bool {
-    let needle = needle.as_bytes();
-    needle.is_empty()
-        || haystack
-            .windows(needle.len())
-            .any(|window| window.eq_ignore_ascii_case(needle))
+/// The bit of `name` in a header filter: from its length and last byte, which tell most of the
+/// names a response carries from the few the rules look at.
+fn name_bit(name: &HeaderName) -> u64 {
+    let name = name.as_str().as_bytes();
+    let last = name.last().copied().unwrap_or(0) as usize;
+    1 << ((name.len() * 7 + last) % 64)
 }

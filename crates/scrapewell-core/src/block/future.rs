@@ -20,7 +20,9 @@ pin_project! {
     pub struct ResponseFuture<F, B: Body> {
         #[pin]
         call: F,
-        peek: Option<Peek<B>>,
+        // Boxed: only a body that arrives in pieces leaves a peek half done, and inline it
+        // would make every request's future (and each move of it) hundreds of bytes larger.
+        peek: Option<Box<Peek<B>>>,
         detector: Arc<Detector>,
         head_request: bool,
     }
@@ -119,7 +121,7 @@ where
         let detector = &**this.detector;
         let head_request = *this.head_request;
         let mut peek = match this.peek.take() {
-            Some(peek) => peek,
+            Some(peek) => *peek,
             None => {
                 let mut response = ready!(this.call.poll(cx))?;
                 let limit = detector.peek_limit(response.status(), response.headers());
@@ -147,7 +149,7 @@ where
         match peek.poll_prefix(cx) {
             Poll::Ready(()) => Poll::Ready(Ok(peek.finish(detector, head_request))),
             Poll::Pending => {
-                *this.peek = Some(peek);
+                *this.peek = Some(Box::new(peek));
                 Poll::Pending
             }
         }
