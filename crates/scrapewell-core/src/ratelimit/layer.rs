@@ -238,30 +238,17 @@ impl Shared {
 fn host_and_port(uri: &Uri) -> Option<(&str, u16)> {
     let authority = uri.authority()?.as_str();
     let bytes = authority.as_bytes();
-    // From the end: a ':' before any ']' (the end of an IPv6 address) starts the port, and
-    // the user info ends at the last '@' before the host.
-    let last = bytes.iter().rposition(|&b| matches!(b, b':' | b']' | b'@'));
-    let (host, port) = match last {
-        Some(at) if bytes[at] == b'@' => (&authority[at + 1..], None),
-        Some(colon) if bytes[colon] == b':' => {
-            let start = bytes[..colon]
-                .iter()
-                .rposition(|&b| b == b'@')
-                .map_or(0, |at| at + 1);
-            (
-                &authority[start..colon],
-                authority[colon + 1..].parse().ok(),
-            )
-        }
-        Some(bracket) => {
-            let start = bytes[..bracket]
-                .iter()
-                .rposition(|&b| b == b'@')
-                .map_or(0, |at| at + 1);
-            (&authority[start..], None)
-        }
-        None => (authority, None),
+    // From the end: a ':' met before any ']' (the end of an IPv6 address) or '@' (the end of
+    // the user info) starts the port; the host begins after the last '@' before it.
+    let (end, port) = match bytes.iter().rposition(|&b| matches!(b, b':' | b']' | b'@')) {
+        Some(colon) if bytes[colon] == b':' => (colon, authority[colon + 1..].parse().ok()),
+        _ => (bytes.len(), None),
     };
+    let start = bytes[..end]
+        .iter()
+        .rposition(|&b| b == b'@')
+        .map_or(0, |at| at + 1);
+    let host = &authority[start..end];
     if host.is_empty() {
         return None;
     }

@@ -145,19 +145,22 @@ impl HostKey {
         const MULTIPLIER: u64 = 0x9e37_79b9_7f4a_7c15;
         let bytes = host.as_bytes();
         let mut hash = (bytes.len() as u64) << 16 | u64::from(port);
+        let mix = |hash: u64, word: [u8; 8]| {
+            ((hash ^ (u64::from_le_bytes(word) | FOLD)).wrapping_mul(MULTIPLIER)).rotate_left(29)
+        };
+        // Whole words without a length check each; the last one padded with zeros, which the
+        // length in the seed tells apart.
         let mut words = bytes.chunks_exact(8);
         for word in &mut words {
             let mut buffer = [0; 8];
             buffer.copy_from_slice(word);
-            hash = ((hash ^ (u64::from_le_bytes(buffer) | FOLD)).wrapping_mul(MULTIPLIER))
-                .rotate_left(29);
+            hash = mix(hash, buffer);
         }
         let tail = words.remainder();
         if !tail.is_empty() {
             let mut buffer = [0; 8];
             buffer[..tail.len()].copy_from_slice(tail);
-            hash = ((hash ^ (u64::from_le_bytes(buffer) | FOLD)).wrapping_mul(MULTIPLIER))
-                .rotate_left(29);
+            hash = mix(hash, buffer);
         }
         hash ^= hash >> 33;
         hash = hash.wrapping_mul(0xff51_afd7_ed55_8ccd);
