@@ -232,26 +232,40 @@ impl Shared {
 }
 
 /// The host (IPv6 addresses keep their brackets) and port of a URI, the port defaulted by the
-/// scheme. One pass back from the end of the authority, stopping at the port's colon (and a
-/// second over what precedes it, for user info), where http's `host()` and `port_u16()` would
-/// each search it whole: on every request's path, that was most of the limiter's cost.
+/// scheme. One pass back from the end of the authority, where http's `host()` and `port_u16()`
+/// would each search it whole: on every request's path, that was most of the limiter's cost.
 fn host_and_port(uri: &Uri) -> Option<(&str, u16)> {
     let authority = uri.authority()?.as_str();
     let bytes = authority.as_bytes();
-    // From the end: a ':' met before any ']' (the end of an IPv6 address) or '@' (the end of
-    // the user info) starts the port; the host begins after the last '@' before it.
-    let (end, port) = match bytes.iter().rposition(|&b| matches!(b, b':' | b']' | b'@')) {
-        Some(colon) if bytes[colon] == b':' => (colon, authority[colon + 1..].parse().ok()),
-        _ => (bytes.len(), None),
-    };
-    let start = bytes[..end]
-        .iter()
-        .rposition(|&b| b == b'@')
-        .map_or(0, |at| at + 1);
+    let (mut start, mut end) = (0, bytes.len());
+    // A ':' met before any ']' (the end of an IPv6 address) starts the port; the host begins
+    // after the '@' that ends the user info, if any.
+    let mut port_may_follow = true;
+    for (at, &byte) in bytes.iter().enumerate().rev() {
+        // Most of a host's bytes are letters, digits, '.' and '-', outside ':'..=']'.
+        if !(b':'..=b']').contains(&byte) {
+            continue;
+        }
+        match byte {
+            b':' if port_may_follow => {
+                end = at;
+                port_may_follow = false;
+            }
+            b']' => port_may_follow = false,
+            b'@' => {
+                start = at + 1;
+                break;
+            }
+            _ => {}
+        }
+    }
     let host = &authority[start..end];
     if host.is_empty() {
         return None;
     }
+    let port = authority[end..]
+        .strip_prefix(':')
+        .and_then(|port| port.parse().ok());
     let default = if uri.scheme_str() == Some("https") {
         443
     } else {
@@ -373,6 +387,9 @@ mod tests {
             ("https://example.com/a", "example.com", 443),
             ("https://Example.com:8443/a?b=c", "Example.com", 8443),
             ("http://user:pw@example.com:81/", "example.com", 81),
+            ("http://user:pw@example.com/", "example.com", 80),
+            ("http://user@[::1]:8080/", "[::1]", 8080),
+            ("http://EXAMPLE.com:81/", "EXAMPLE.com", 81),
             ("http://[::1]/", "[::1]", 80),
             ("http://[::1]:8080/", "[::1]", 8080),
             ("http://127.0.0.2:9/", "127.0.0.2", 9),

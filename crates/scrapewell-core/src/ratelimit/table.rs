@@ -158,9 +158,16 @@ impl HostKey {
         }
         let tail = words.remainder();
         if !tail.is_empty() {
-            let mut buffer = [0; 8];
-            buffer[..tail.len()].copy_from_slice(tail);
-            hash = mix(hash, buffer);
+            // A name of a word or more reads its last eight bytes and shifts out those already
+            // mixed: the same padded word as a copy, without a copy of variable length.
+            let word = match bytes.last_chunk::<8>() {
+                Some(last) => u64::from_le_bytes(*last) >> (8 * (8 - tail.len())),
+                None => tail
+                    .iter()
+                    .rev()
+                    .fold(0, |word, &byte| word << 8 | u64::from(byte)),
+            };
+            hash = mix(hash, word.to_le_bytes());
         }
         hash ^= hash >> 33;
         hash = hash.wrapping_mul(0xff51_afd7_ed55_8ccd);
