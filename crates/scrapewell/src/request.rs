@@ -332,7 +332,7 @@ impl RequestBuilder {
                     PendingState::Guarded(Box::pin(send.instrument(span)))
                 } else {
                     PendingState::Sending {
-                        future: stack.call(request).instrument(span),
+                        future: Box::pin(stack.call(request).instrument(span)),
                         max_body,
                         client,
                         host,
@@ -449,7 +449,8 @@ enum PendingState {
     Failed(Option<Error>),
     /// The common case: straight through the layers.
     Sending {
-        future: Instrumented<StackFuture>,
+        /// Boxed once here: the layers' futures are written by hand and kept inline.
+        future: Pin<Box<Instrumented<StackFuture>>>,
         max_body: u64,
         client: Client,
         host: HostKey,
@@ -533,7 +534,7 @@ impl Future for Pending {
                 max_body,
                 client,
                 host,
-            } => match Pin::new(future).poll(cx) {
+            } => match future.as_mut().poll(cx) {
                 Poll::Ready(Ok(response)) => {
                     Poll::Ready(Ok(Response::from_http(response, *max_body)))
                 }

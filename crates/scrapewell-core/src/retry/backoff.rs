@@ -3,7 +3,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBuilder};
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 
 /// An exponential backoff schedule with jitter, from [`backon`]: the n-th delay is a base of
 /// `min_delay × factorⁿ⁻¹` (at most `max_delay`) plus a random jitter of up to that base again,
@@ -66,6 +66,11 @@ impl Backoff {
 
     /// A fresh sequence of delays, without end.
     pub fn schedule(&self) -> impl Iterator<Item = Duration> + Send + use<> {
+        self.sequence()
+    }
+
+    /// [`schedule`](Self::schedule) by its type, which the retry future keeps.
+    pub(crate) fn sequence(&self) -> ExponentialBackoff {
         let builder = match &self.jitter_seed {
             Some(seed) => self
                 .builder

@@ -1,11 +1,17 @@
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 use std::time::{Duration, SystemTime};
 
+use backon::ExponentialBackoff;
 use bytes::Bytes;
 use http::header::{ETAG, RETRY_AFTER};
 use http::{Request, Response};
-use tokio::time::Instant;
-use tower::{Service, ServiceExt};
+use pin_project_lite::pin_project;
+use tokio::time::{Instant, Sleep};
+use tower::Service;
 
 use super::policy::Limits;
 use super::{
@@ -13,6 +19,51 @@ use super::{
     RetryPolicy, RetryReason, RetryRecord, parse_retry_after,
 };
 use crate::{InspectBody, ProblemDetails, ReplayBody, try_clone_request};
+
+pin_project! {
+    /// Response future of [`Retry`](super::Retry): drives every attempt of one logical
+    /// request, until an outcome other than a retry, the attempts, the deadline or the budget
+    /// end it.
+    ///
+    /// Written by hand rather than as an `async` block: the request, its spare copy and the
+    /// response then stay where they are between attempts instead of being moved through
+    /// the state of each await, and nothing is boxed but a deadline's timer and the wait
+    /// before a retry.
+    pub struct ResponseFuture<S, F, C, ReqB> {
+        #[pin]
+        state: State<F>,
+        inner: S,
+        // Before an attempt, the request it sends; once it is sent, the copy for the next
+        // attempt (none when no attempt is left or the body cannot be copied).
+        request: Option<Request<ReqB>>,
+        progress: Progress<C>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F> {
+        /// Waiting for the inner service to take the attempt.
+        Ready,
+        /// An attempt in flight.
+        Calling { #[pin] future: F },
+        /// Waiting before the next attempt.
+        Waiting { sleep: Pin<Box<Sleep>> },
+        /// The result was handed over.
+        Done,
+    }
+}
+
+/// What the retry loop keeps across attempts, apart from the request.
+struct Progress<C> {
+    policy: Arc<RetryPolicy<C>>,
+    limits: Limits,
+    facts: RequestFacts,
+    attempts: Attempts,
+    schedule: Option<ExponentialBackoff>,
+    /// When the request's deadline passes; boxed, as a request with a deadline is the rarer.
+    deadline: Option<Pin<Box<Sleep>>>,
+}
 
 /// What one attempt produced.
 enum Attempt<R, E> {
@@ -22,75 +73,180 @@ enum Attempt<R, E> {
     DeadlinePassed,
 }
 
-/// The retry loop: one logical request, attempted until an outcome other than `Retry`, the
-/// attempts, the deadline or the budget end it.
-pub(crate) async fn run<S, C, ReqB, ResB>(
-    mut inner: S,
-    policy: Arc<RetryPolicy<C>>,
-    mut request: Request<ReqB>,
-) -> Result<Response<ResB>, RetryError<S::Error>>
+/// What follows an attempt.
+enum Next<T> {
+    /// The caller's result.
+    Finish(T),
+    /// Another attempt, after this delay.
+    RetryAfter(Duration),
+}
+
+impl<S, F, C, ReqB> ResponseFuture<S, F, C, ReqB> {
+    pub(crate) fn new(inner: S, policy: Arc<RetryPolicy<C>>, request: Request<ReqB>) -> Self {
+        let limits = policy.limits(request.extensions().get::<RetryOverrides>());
+        let facts = RequestFacts::of(&request);
+        let deadline = limits
+            .deadline
+            .map(|deadline| Box::pin(tokio::time::sleep_until(Instant::now() + deadline)));
+        if let Some(budget) = &policy.budget {
+            budget.deposit();
+        }
+        let mut attempts = Attempts::default();
+        attempts.begin_attempt();
+        ResponseFuture {
+            state: State::Ready,
+            inner,
+            request: Some(request),
+            progress: Progress {
+                policy,
+                limits,
+                facts,
+                attempts,
+                schedule: None,
+                deadline,
+            },
+        }
+    }
+}
+
+impl<S, F, C, ReqB, ResB, E> Future for ResponseFuture<S, F, C, ReqB>
 where
-    S: Service<Request<ReqB>, Response = Response<ResB>>,
-    C: Classify<ResB, S::Error>,
+    S: Service<Request<ReqB>, Response = Response<ResB>, Error = E, Future = F>,
+    F: Future<Output = Result<Response<ResB>, E>>,
+    C: Classify<ResB, E>,
     ReqB: ReplayBody,
     ResB: InspectBody,
 {
-    let limits = policy.limits(request.extensions().get::<RetryOverrides>());
-    let facts = RequestFacts::of(&request);
-    let deadline_at = limits.deadline.map(|deadline| Instant::now() + deadline);
-    let mut attempts = Attempts::default();
-    let mut schedule = None;
-    if let Some(budget) = &policy.budget {
-        budget.deposit();
+    type Output = Result<Response<ResB>, RetryError<E>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            let result = match this.state.as_mut().project() {
+                StateProj::Ready => match this.inner.poll_ready(cx) {
+                    Poll::Ready(Ok(())) => {
+                        let Some(request) = this.request.take() else {
+                            unreachable!("an attempt starts with its request")
+                        };
+                        let progress = &*this.progress;
+                        *this.request = (progress.attempts.count() < progress.limits.max_attempts)
+                            .then(|| try_clone_request(&request))
+                            .flatten();
+                        let future = this.inner.call(request);
+                        this.state.set(State::Calling { future });
+                        continue;
+                    }
+                    Poll::Ready(Err(error)) => Attempt::Error(error),
+                    Poll::Pending if this.progress.deadline_passed(cx) => Attempt::DeadlinePassed,
+                    Poll::Pending => return Poll::Pending,
+                },
+                StateProj::Calling { future } => match future.poll(cx) {
+                    Poll::Ready(Ok(response)) => Attempt::Response(response),
+                    Poll::Ready(Err(error)) => Attempt::Error(error),
+                    Poll::Pending if this.progress.deadline_passed(cx) => Attempt::DeadlinePassed,
+                    Poll::Pending => return Poll::Pending,
+                },
+                StateProj::Waiting { sleep } => {
+                    ready!(sleep.as_mut().poll(cx));
+                    this.progress.attempts.begin_attempt();
+                    this.state.set(State::Ready);
+                    continue;
+                }
+                StateProj::Done => panic!("retry future polled after completion"),
+            };
+            let spare = this.request.is_some();
+            match this.progress.after(result, spare) {
+                Next::Finish(output) => {
+                    this.state.set(State::Done);
+                    return Poll::Ready(output);
+                }
+                Next::RetryAfter(delay) => {
+                    let sleep = Box::pin(tokio::time::sleep(delay));
+                    this.state.set(State::Waiting { sleep });
+                }
+            }
+        }
     }
-    loop {
-        let attempt = attempts.begin_attempt();
-        let spare = (attempt < limits.max_attempts)
-            .then(|| try_clone_request(&request))
-            .flatten();
-        let result = send(&mut inner, request, deadline_at).await;
+}
+
+impl<C> Progress<C> {
+    /// Whether the request's deadline has passed (registering for its wake-up if not).
+    fn deadline_passed(&mut self, cx: &mut Context<'_>) -> bool {
+        self.deadline
+            .as_mut()
+            .is_some_and(|deadline| deadline.as_mut().poll(cx).is_ready())
+    }
+
+    /// Classifies the attempt's result and decides what follows; `spare` says whether a copy
+    /// of the request is there to send again.
+    fn after<ResB, E>(
+        &mut self,
+        result: Attempt<Response<ResB>, E>,
+        spare: bool,
+    ) -> Next<Result<Response<ResB>, RetryError<E>>>
+    where
+        C: Classify<ResB, E>,
+        ResB: InspectBody,
+    {
+        let attempt = self.attempts.count();
+        let limits = &self.limits;
         let classified = match &result {
             Attempt::Response(response) => AttemptResult::Response(response),
             Attempt::Error(error) => AttemptResult::Error(error),
             Attempt::DeadlinePassed => AttemptResult::TimedOut,
         };
-        let outcome = policy.classifier.classify(&facts, classified);
+        let outcome = self.policy.classifier.classify(&self.facts, classified);
         let reason = match outcome {
             Outcome::Retry(reason) => reason,
             final_outcome => {
                 tracing::debug!(attempt, result = %describe(&result), outcome = ?final_outcome, "attempt finished");
-                return finish(final_outcome, result, &limits, attempts);
+                let attempts = std::mem::take(&mut self.attempts);
+                return Next::Finish(finish(final_outcome, result, limits, attempts));
             }
         };
         if let Attempt::DeadlinePassed = result {
-            return Err(deadline_exceeded(&limits, attempts));
+            let attempts = std::mem::take(&mut self.attempts);
+            return Next::Finish(Err(deadline_exceeded(limits, attempts)));
         }
-        let Some(next_request) = spare else {
+        if !spare {
             let replayable = attempt >= limits.max_attempts;
             tracing::info!(attempt, result = %describe(&result), %reason, replayable, "giving up");
-            return give_up(reason, result, &limits, attempts, replayable);
-        };
+            let attempts = std::mem::take(&mut self.attempts);
+            return Next::Finish(give_up(reason, result, limits, attempts, replayable));
+        }
         let server_delay = match &result {
-            Attempt::Response(response) => requested_delay(response, &limits, &attempts)?,
+            Attempt::Response(response) => {
+                match requested_delay(response, limits, &self.attempts) {
+                    Ok(delay) => delay,
+                    Err(error) => return Next::Finish(Err(error)),
+                }
+            }
             _ => None,
         };
         let server_asked = server_delay.is_some();
         let delay = match server_delay {
             Some(delay) => delay,
-            None => schedule
-                .get_or_insert_with(|| policy.schedule())
+            None => self
+                .schedule
+                .get_or_insert_with(|| self.policy.schedule())
                 .next()
                 .unwrap_or_default(),
         };
-        if deadline_at.is_some_and(|at| Instant::now() + delay >= at) {
+        if self
+            .deadline
+            .as_ref()
+            .is_some_and(|at| Instant::now() + delay >= at.deadline())
+        {
             tracing::info!(attempt, result = %describe(&result), %reason, delay_ms = delay.as_millis() as u64, "deadline would pass before the retry");
-            return Err(deadline_exceeded(&limits, attempts));
+            let attempts = std::mem::take(&mut self.attempts);
+            return Next::Finish(Err(deadline_exceeded(limits, attempts)));
         }
-        if let Some(budget) = &policy.budget
+        if let Some(budget) = &self.policy.budget
             && !budget.withdraw()
         {
             tracing::info!(attempt, result = %describe(&result), %reason, "retry budget exhausted");
-            return Err(RetryError::BudgetExhausted { reason, attempts });
+            let attempts = std::mem::take(&mut self.attempts);
+            return Next::Finish(Err(RetryError::BudgetExhausted { reason, attempts }));
         }
         tracing::info!(
             attempt,
@@ -100,39 +256,29 @@ where
             delay_from = if server_asked { "retry-after" } else { "backoff" },
             "retrying"
         );
-        attempts.record_retry(RetryRecord {
+        self.attempts.record_retry(RetryRecord {
             attempt,
             reason,
             delay,
             server_asked,
         });
-        tokio::time::sleep(delay).await;
-        request = next_request;
+        Next::RetryAfter(delay)
     }
 }
 
-async fn send<S, ReqB, ResB>(
-    inner: &mut S,
-    request: Request<ReqB>,
-    deadline_at: Option<Instant>,
-) -> Attempt<Response<ResB>, S::Error>
-where
-    S: Service<Request<ReqB>, Response = Response<ResB>>,
-{
-    let exchange = async {
-        match inner.ready().await {
-            Ok(service) => service.call(request).await,
-            Err(error) => Err(error),
-        }
-    };
-    let result = match deadline_at {
-        Some(deadline) => match tokio::time::timeout_at(deadline, exchange).await {
-            Ok(result) => result,
-            Err(_) => return Attempt::DeadlinePassed,
-        },
-        None => exchange.await,
-    };
-    result.map_or_else(Attempt::Error, Attempt::Response)
+impl<S, F, C, ReqB> fmt::Debug for ResponseFuture<S, F, C, ReqB> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &self.state {
+            State::Ready => "waiting for the service",
+            State::Calling { .. } => "attempt in flight",
+            State::Waiting { .. } => "waiting to retry",
+            State::Done => "done",
+        };
+        f.debug_struct("ResponseFuture")
+            .field("state", &state)
+            .field("attempts", &self.progress.attempts.count())
+            .finish()
+    }
 }
 
 /// The delay the server asked for, capped; `None` when it asked for none or said it badly.

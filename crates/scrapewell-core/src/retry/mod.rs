@@ -50,8 +50,6 @@ use std::task::{Context, Poll};
 use http::{Request, Response};
 use tower::Service;
 
-/// Response future of [`Retry`]: drives every attempt of one logical request.
-pub use crate::BoxedResponseFuture as ResponseFuture;
 pub use backoff::Backoff;
 pub use budget::{InvalidBudget, RetryBudget};
 pub use classify::{
@@ -59,6 +57,7 @@ pub use classify::{
     TransportFailure, VersionInBody,
 };
 pub use error::RetryError;
+pub use future::ResponseFuture;
 pub use layer::RetryLayer;
 pub use outcome::{Attempts, Outcome, RetryReason, RetryRecord, TransientConflict};
 pub use policy::{RetryOverrides, RetryPolicy};
@@ -132,7 +131,7 @@ where
 {
     type Response = Response<ResB>;
     type Error = RetryError<S::Error>;
-    type Future = ResponseFuture<Response<ResB>, RetryError<S::Error>>;
+    type Future = ResponseFuture<S, S::Future, C, ReqB>;
 
     /// Always ready: the inner service's readiness is awaited before each attempt, inside the
     /// response future.
@@ -141,8 +140,7 @@ where
     }
 
     fn call(&mut self, request: Request<ReqB>) -> Self::Future {
-        let inner = self.inner.clone();
-        crate::BoxedResponseFuture::new(future::run(inner, Arc::clone(&self.policy), request))
+        ResponseFuture::new(self.inner.clone(), Arc::clone(&self.policy), request)
     }
 }
 

@@ -172,8 +172,8 @@ impl<C> RetryPolicy<C> {
     }
 
     /// A fresh backoff schedule for one request.
-    pub(crate) fn schedule(&self) -> impl Iterator<Item = Duration> + Send + use<C> {
-        self.backoff.schedule()
+    pub(crate) fn schedule(&self) -> backon::ExponentialBackoff {
+        self.backoff.sequence()
     }
 }
 
