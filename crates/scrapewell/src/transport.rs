@@ -266,7 +266,7 @@ async fn exchange(
     let mut replay = body.buffered_bytes();
     let mut body = body.into_reqwest();
     let mut redirects = 0;
-    let response = loop {
+    let mut response = loop {
         // The URL moves into the request; the response keeps it, and redirects join onto that.
         let mut request = reqwest::Request::new(method.clone(), url);
         *request.headers_mut() = headers.clone();
@@ -307,7 +307,16 @@ async fn exchange(
         }
         url = next;
     };
-    into_http(response, mode, redirects > 0).await
+    // Error bodies are small and the retry classifier reads them: buffer them even when
+    // streaming. The body is read through a borrow of the response, which a nested future
+    // would have taken by value and copied into its state.
+    let status = response.status();
+    let whole = if mode.streaming && !(status.is_client_error() || status.is_server_error()) {
+        None
+    } else {
+        Some(read_capped(&mut response, mode.max_body).await?)
+    };
+    Ok(into_http(response, whole, redirects > 0))
 }
 
 /// Where a redirect leads, when it should be followed; `None` for a response that is final.
@@ -342,21 +351,20 @@ fn redirect_target(
     }
 }
 
-async fn into_http(
+/// The response as the layers take it: `whole` is its body when it was read, else the body is
+/// handed on as a stream.
+fn into_http(
     mut response: reqwest::Response,
-    mode: ReadMode,
+    whole: Option<Bytes>,
     redirected: bool,
-) -> Result<http::Response<ResponseBody>, TransportError> {
+) -> http::Response<ResponseBody> {
     let status = response.status();
     let version = response.version();
     let headers = std::mem::take(response.headers_mut());
     let url = response.url().clone();
-    // Error bodies are small and the retry classifier reads them: buffer them even when
-    // streaming.
-    let data = if mode.streaming && !(status.is_client_error() || status.is_server_error()) {
-        BodyData::Streaming(reqwest::Body::from(response))
-    } else {
-        BodyData::Whole(read_capped(response, mode.max_body).await?)
+    let data = match whole {
+        Some(bytes) => BodyData::Whole(bytes),
+        None => BodyData::Streaming(reqwest::Body::from(response)),
     };
     let redirected_to = redirected.then(|| RedirectedTo(url.as_str().to_owned()));
     let body = ResponseBody { data, url };
@@ -368,11 +376,14 @@ async fn into_http(
     *http_response.status_mut() = status;
     *http_response.version_mut() = version;
     *http_response.headers_mut() = headers;
-    Ok(http_response)
+    http_response
 }
 
 /// Reads a whole body, failing as soon as it is known to exceed `limit`.
-async fn read_capped(mut response: reqwest::Response, limit: u64) -> Result<Bytes, TransportError> {
+async fn read_capped(
+    response: &mut reqwest::Response,
+    limit: u64,
+) -> Result<Bytes, TransportError> {
     let announced = response.content_length();
     if announced.is_some_and(|announced| announced > limit) {
         return Err(TransportError::BodyTooLarge { limit });
