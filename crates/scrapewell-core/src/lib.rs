@@ -36,7 +36,6 @@
 
 pub mod block;
 mod body;
-mod boxed;
 pub mod idempotency;
 mod media;
 mod problem;
@@ -45,5 +44,4 @@ pub mod retry;
 pub mod timeout;
 
 pub use body::{InspectBody, ReplayBody, try_clone_request};
-pub use boxed::BoxedResponseFuture;
 pub use problem::ProblemDetails;

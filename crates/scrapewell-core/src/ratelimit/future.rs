@@ -6,7 +6,6 @@ use std::task::{Context, Poll, ready};
 use pin_project_lite::pin_project;
 
 use super::Turn;
-use crate::BoxedResponseFuture;
 
 pin_project! {
     /// Response future of [`RateLimit`](super::RateLimit): the inner call of a request that
@@ -28,7 +27,7 @@ pin_project! {
             turn: Option<Turn>,
         },
         /// Waiting for the host's turn, then calling.
-        Waiting { wait: BoxedResponseFuture<T, E> },
+        Waiting { wait: Pin<Box<dyn Future<Output = Result<T, E>> + Send>> },
     }
 }
 
@@ -42,7 +41,7 @@ impl<F, T, E> ResponseFuture<F, T, E> {
     pub(super) fn waiting(wait: impl Future<Output = Result<T, E>> + Send + 'static) -> Self {
         ResponseFuture {
             state: State::Waiting {
-                wait: BoxedResponseFuture::new(wait),
+                wait: Box::pin(wait),
             },
         }
     }
@@ -63,7 +62,7 @@ where
                 }
                 Poll::Ready(result)
             }
-            StateProj::Waiting { wait } => Pin::new(wait).poll(cx),
+            StateProj::Waiting { wait } => wait.as_mut().poll(cx),
         }
     }
 }
