@@ -108,9 +108,6 @@ where
         self.inner.poll_ready(cx)
     }
 
-    // Inlined, so that the caller builds the future in place: a request and a response are a
-    // few hundred bytes each, and copying them cost as much as the limiter's own work.
-    #[inline]
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let Some((key, limiter)) = self.shared.route(request.uri()) else {
             return ResponseFuture::called(self.inner.call(request), None);
@@ -124,37 +121,20 @@ where
                 let turn = Turn::new(&self.shared, key, slot, quota);
                 ResponseFuture::called(self.inner.call(request), Some(turn))
             }
-            first => self.wait(request, key, limiter.cloned(), first),
+            first => {
+                // The ready service stays for the next request; this one waits with a clone,
+                // readied once its turn comes.
+                let inner = self.inner.clone();
+                let shared = Arc::clone(&self.shared);
+                let limiter = limiter.cloned();
+                ResponseFuture::waiting(async move {
+                    let turn = wait_for_turn(shared, key, limiter, first).await;
+                    let result = inner.oneshot(request).await;
+                    turn.complete(result.as_ref().ok());
+                    result
+                })
+            }
         }
-    }
-}
-
-impl<S> RateLimit<S> {
-    /// The future of a request that has to wait for its turn. The ready service stays for the
-    /// next request; this one waits with a clone, readied once its turn comes.
-    #[inline(never)]
-    fn wait<B, ResB>(
-        &self,
-        request: Request<B>,
-        key: HostKey,
-        limiter: Option<Arc<Limiter>>,
-        first: Admission,
-    ) -> ResponseFuture<S::Future, Response<ResB>, S::Error>
-    where
-        S: Service<Request<B>, Response = Response<ResB>> + Clone + Send + 'static,
-        S::Future: Send,
-        S::Error: Send + 'static,
-        B: Send + 'static,
-        ResB: Send + 'static,
-    {
-        let inner = self.inner.clone();
-        let shared = Arc::clone(&self.shared);
-        ResponseFuture::waiting(async move {
-            let turn = wait_for_turn(shared, key, limiter, first).await;
-            let result = inner.oneshot(request).await;
-            turn.complete(result.as_ref().ok());
-            result
-        })
     }
 }
 
