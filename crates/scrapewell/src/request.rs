@@ -6,6 +6,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use futures_util::future::BoxFuture;
 use http::header::{CONTENT_TYPE, IF_MATCH, IF_NONE_MATCH};
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use scrapewell_core::idempotency::{KeyFormat, WithoutKey};
@@ -456,7 +457,7 @@ enum PendingState {
         host: HostKey,
     },
     /// A host cooling down, or a client that rotates identities after blocks.
-    Guarded(Pin<Box<dyn Future<Output = Result<Response, Error>> + Send>>),
+    Guarded(BoxFuture<'static, Result<Response, Error>>),
 }
 
 /// Sends a request to a host that is cooling down (failing fast or waiting, as configured),
