@@ -149,15 +149,19 @@ async fn wait_for_turn(
     loop {
         match admission {
             Admission::Admitted { slot, wait } => {
-                let turn = Turn::new(&shared, key, slot, limiter.as_deref());
+                let mut turn = Turn::new(&shared, key, slot, limiter.as_deref());
                 if !wait.is_zero() {
                     shared.sleep(wait).await;
                 }
-                // A pause that began while this request waited for its slot holds it too.
-                while let Some(wait) = table.paused_for(&key) {
-                    shared.sleep(wait).await;
+                loop {
+                    match table.leave(&key, turn.quota_interval) {
+                        Ok(left) => {
+                            turn.admitted = left;
+                            return turn;
+                        }
+                        Err(paused) => shared.sleep(paused).await,
+                    }
                 }
-                return turn;
             }
             Admission::Paused(wait) => shared.sleep(wait).await,
             // No jitter here: governor's slots already stagger the waiting requests, and a
@@ -176,6 +180,7 @@ async fn wait_for_turn(
 pub(crate) struct Turn {
     shared: Arc<Shared>,
     key: HostKey,
+    /// When the request left: its slot, or later when its task woke late.
     admitted: u64,
     quota_interval: u64,
     done: bool,

@@ -361,10 +361,6 @@ impl HostTable {
                 let released = state.released.get_or_insert_with(Arc::default);
                 return Admission::Busy(Arc::clone(released));
             }
-            if let Some(wait) = quota.and_then(|quota| quota.check(&mut state.tat, now)) {
-                return Admission::Quota(wait);
-            }
-            state.in_flight += 1;
             // Each admission takes the slot one interval after the last one, so the pace holds
             // across concurrent requests too.
             let interval = state.interval(now);
@@ -373,6 +369,13 @@ impl HostTable {
             } else {
                 now
             };
+            // The quota is checked at the slot, when the request leaves: checked at its
+            // admission, a request held back by the learned pace would let the next one follow
+            // it at once when that pace lifts.
+            if let Some(wait) = quota.and_then(|quota| quota.check(&mut state.tat, slot)) {
+                return Admission::Quota(wait + Duration::from_nanos(slot - now));
+            }
+            state.in_flight += 1;
             if state.last_admit > 0 {
                 let gap = slot.saturating_sub(state.last_admit);
                 state.sent_every = if state.sent_every == 0 {
@@ -389,11 +392,24 @@ impl HostTable {
         })
     }
 
-    /// How long the host stays paused; `None` when it is not.
-    pub(crate) fn paused_for(&self, key: &HostKey) -> Option<Duration> {
+    /// A request that waited for its slot leaves now, and this is when (`Err`: how long the host
+    /// is paused, a pause that began while it waited). A request woken later than its slot (a
+    /// busy machine, a late timer) moves the host's pace on to now, so that the next one keeps
+    /// its interval from when this one really left, not from the slot it missed.
+    /// `quota_interval` is the spacing of the host's quota (0 when it has none), whose
+    /// theoretical arrival time moves on with it.
+    pub(crate) fn leave(&self, key: &HostKey, quota_interval: u64) -> Result<u64, Duration> {
         let now = self.now();
         self.with_host(key, now, |state, _| {
-            (state.paused_until > now).then(|| Duration::from_nanos(state.paused_until - now))
+            if state.paused_until > now {
+                return Err(Duration::from_nanos(state.paused_until - now));
+            }
+            state.last_admit = state.last_admit.max(now);
+            if quota_interval > 0 {
+                // Stored plus one; as governor would have it had the request been checked now.
+                state.tat = state.tat.max(now + quota_interval + 1);
+            }
+            Ok(now)
         })
     }
 

@@ -108,6 +108,63 @@ async fn a_quota_spaces_requests_to_a_host() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn the_quota_still_holds_when_a_slower_learned_pace_lifts() {
+    // The server declares 2 a second, below the client's quota of 10, then 100 a second. The
+    // request held back to the slower pace counts for the quota when it leaves, not when it was
+    // admitted: the one after it still keeps the quota's interval.
+    let log = Log::default();
+    let service = RateLimitLayer::new(table())
+        .default_quota(per_second(10))
+        .jitter(0.0)
+        .layer(server(log.clone(), |n, _| {
+            let policy = format!("\"default\";q={};w=1", if n == 1 { 2 } else { 100 });
+            status(200, &[("ratelimit-policy", &policy)])
+        }));
+    for _ in 0..3 {
+        service
+            .clone()
+            .oneshot(get("http://a.test/"))
+            .await
+            .unwrap();
+    }
+    let times = arrivals(&log, "a.test");
+    assert_eq!(times[1] - times[0], Duration::from_millis(500));
+    assert_paced(times[2] - times[1], Duration::from_millis(100), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_woken_late_moves_the_pace_on_to_when_it_left() {
+    // The second request waits for the slot of a declared pace of 2 a second, 500 ms, and its
+    // task runs 100 ms late (a busy machine). Then the server declares 100 a second: the third
+    // request keeps the quota's interval from when the second really left.
+    let log = Log::default();
+    let service = RateLimitLayer::new(table())
+        .default_quota(per_second(10))
+        .jitter(0.0)
+        .layer(server(log.clone(), |n, _| {
+            let policy = format!("\"default\";q={};w=1", if n == 1 { 2 } else { 100 });
+            status(200, &[("ratelimit-policy", &policy)])
+        }));
+    service
+        .clone()
+        .oneshot(get("http://a.test/"))
+        .await
+        .unwrap();
+    let late = tokio::spawn(service.clone().oneshot(get("http://a.test/")));
+    tokio::task::yield_now().await;
+    tokio::time::advance(Duration::from_millis(600)).await;
+    late.await.unwrap().unwrap();
+    service
+        .clone()
+        .oneshot(get("http://a.test/"))
+        .await
+        .unwrap();
+    let times = arrivals(&log, "a.test");
+    assert_eq!(times[1] - times[0], Duration::from_millis(600));
+    assert_paced(times[2] - times[1], Duration::from_millis(100), 1);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_429_with_retry_after_pauses_the_whole_host_and_only_it() {
     let log = Log::default();
     let service = RateLimitLayer::new(table())
@@ -395,7 +452,7 @@ async fn a_million_hosts_keep_the_table_within_its_bound() {
     );
     for n in 0..1_000_000u32 {
         let key = HostKey::new(&format!("host-{n}.test:443"));
-        assert!(table.paused_for(&key).is_none());
+        assert!(table.leave(&key, 0).is_ok());
         if n % 1000 == 0 {
             tokio::time::advance(Duration::from_millis(100)).await;
         }
