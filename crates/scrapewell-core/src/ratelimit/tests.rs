@@ -107,6 +107,12 @@ async fn a_quota_spaces_requests_to_a_host() {
     assert_paced(started.elapsed(), Duration::from_millis(1900), 19);
 }
 
+/// Answers the first request with a declared policy of 2 a second, the others with 100.
+fn declares_2_then_100_a_second(n: usize, _: &str) -> Response<Bytes> {
+    let policy = format!("\"default\";q={};w=1", if n == 1 { 2 } else { 100 });
+    status(200, &[("ratelimit-policy", &policy)])
+}
+
 #[tokio::test(start_paused = true)]
 async fn the_quota_still_holds_when_a_slower_learned_pace_lifts() {
     // The server declares 2 a second, below the client's quota of 10, then 100 a second. The
@@ -116,10 +122,7 @@ async fn the_quota_still_holds_when_a_slower_learned_pace_lifts() {
     let service = RateLimitLayer::new(table())
         .default_quota(per_second(10))
         .jitter(0.0)
-        .layer(server(log.clone(), |n, _| {
-            let policy = format!("\"default\";q={};w=1", if n == 1 { 2 } else { 100 });
-            status(200, &[("ratelimit-policy", &policy)])
-        }));
+        .layer(server(log.clone(), declares_2_then_100_a_second));
     for _ in 0..3 {
         service
             .clone()
@@ -141,10 +144,7 @@ async fn a_request_woken_late_moves_the_pace_on_to_when_it_left() {
     let service = RateLimitLayer::new(table())
         .default_quota(per_second(10))
         .jitter(0.0)
-        .layer(server(log.clone(), |n, _| {
-            let policy = format!("\"default\";q={};w=1", if n == 1 { 2 } else { 100 });
-            status(200, &[("ratelimit-policy", &policy)])
-        }));
+        .layer(server(log.clone(), declares_2_then_100_a_second));
     service
         .clone()
         .oneshot(get("http://a.test/"))
