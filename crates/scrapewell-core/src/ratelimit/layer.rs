@@ -237,6 +237,15 @@ impl Shared {
 fn host_and_port(uri: &Uri) -> Option<(&str, u16)> {
     let authority = uri.authority()?.as_str();
     let bytes = authority.as_bytes();
+    let default = if uri.scheme_str() == Some("https") {
+        443
+    } else {
+        80
+    };
+    // Most authorities are a bare name: no port, no user info, no IPv6 address.
+    if !has_delimiter(bytes) {
+        return (!bytes.is_empty()).then_some((authority, default));
+    }
     let (mut start, mut end) = (0, bytes.len());
     // A ':' met before any ']' (the end of an IPv6 address) starts the port; the host begins
     // after the '@' that ends the user info, if any.
@@ -266,12 +275,32 @@ fn host_and_port(uri: &Uri) -> Option<(&str, u16)> {
     let port = authority[end..]
         .strip_prefix(':')
         .and_then(|port| port.parse().ok());
-    let default = if uri.scheme_str() == Some("https") {
-        443
-    } else {
-        80
-    };
     Some((host, port.unwrap_or(default)))
+}
+
+/// Whether any byte is ':', '@' or ']', eight at a time: a byte-wise loop over the name cost
+/// more than the rest of the lookup.
+fn has_delimiter(bytes: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    // The top bit of each byte of `word` that is zero, exactly (no borrow between bytes).
+    let zero_bytes = |word: u64| !(((word & LOW7) + LOW7) | word | LOW7);
+    let any = |word: u64| {
+        zero_bytes(word ^ (ONES * u64::from(b':')))
+            | zero_bytes(word ^ (ONES * u64::from(b'@')))
+            | zero_bytes(word ^ (ONES * u64::from(b']')))
+            != 0
+    };
+    let mut words = bytes.chunks_exact(8);
+    let whole = words.by_ref().any(|word| {
+        let mut buffer = [0; 8];
+        buffer.copy_from_slice(word);
+        any(u64::from_le_bytes(buffer))
+    });
+    // The rest padded with zero bytes, which are none of the three.
+    let mut rest = [0; 8];
+    rest[..words.remainder().len()].copy_from_slice(words.remainder());
+    whole || any(u64::from_le_bytes(rest))
 }
 
 impl HostPattern {
@@ -399,6 +428,23 @@ mod tests {
             assert_eq!(uri.host(), Some(host), "agrees with http: {uri}");
         }
         assert_eq!(host_and_port(&Uri::from_static("/relative")), None);
+    }
+
+    #[test]
+    fn delimiters_are_found_at_every_place() {
+        for len in 0..20 {
+            let name = "a".repeat(len);
+            assert!(!has_delimiter(name.as_bytes()), "{name}");
+            for at in 0..len {
+                for delimiter in [b':', b'@', b']'] {
+                    let mut bytes = name.clone().into_bytes();
+                    bytes[at] = delimiter;
+                    assert!(has_delimiter(&bytes), "{bytes:?}");
+                }
+            }
+        }
+        // Bytes next to the three in value, and the bytes of a name with bit 7 set.
+        assert!(!has_delimiter("9;?A\\^z-.[_~\u{e9}\u{7f}".as_bytes()));
     }
 
     #[test]
