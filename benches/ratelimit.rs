@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! cargo bench -p scrapewell-benches --bench ratelimit
+//! scripts/callgrind.sh ratelimit            # instructions per request, one host
 //! ```
 //!
 //! A no-op service with and without the RateLimit layer, side by side in one run; the layer has
@@ -14,6 +15,9 @@
 //! the response arrives. "Inline" returns the response inside its future (`std::future::Ready`),
 //! so that every move of the layer's future also moves a 144-byte response: the difference
 //! between the two columns is that cost of the layer's own future, not of its lookups.
+//!
+//! `--callgrind bare|limited --requests N` sends N requests to one host through the boxed no-op
+//! alone or under the layer and exits, for `valgrind --tool=callgrind` to count.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -26,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Request, Response, Uri};
-use scrapewell_core::ratelimit::{HostTable, Quota, RateLimitLayer, TableSettings};
+use scrapewell_core::ratelimit::{HostTable, Quota, RateLimit, RateLimitLayer, TableSettings};
 use tower::{Layer, Service};
 
 /// Requests a batch; each round runs a batch without the layer, then one with it.
@@ -94,10 +98,7 @@ fn cost<F: Future<Output = Answer> + Send + 'static>(
     noop: Noop<F>,
     uris: &[Uri],
 ) -> f64 {
-    let mut limited = RateLimitLayer::new(Arc::clone(table))
-        .default_quota(Quota::per_second(NonZeroU32::MAX))
-        .jitter(0.0)
-        .layer(noop.clone());
+    let mut limited = limited(table, noop.clone());
     let mut bare = noop;
     runtime.block_on(async {
         // Every host in the table before measuring.
@@ -116,11 +117,43 @@ fn cost<F: Future<Output = Answer> + Send + 'static>(
     })
 }
 
+/// The layer as the bench builds it: a quota checked on every request that never waits.
+fn limited<F: Future<Output = Answer>>(
+    table: &Arc<HostTable>,
+    noop: Noop<F>,
+) -> RateLimit<Noop<F>> {
+    RateLimitLayer::new(Arc::clone(table))
+        .default_quota(Quota::per_second(NonZeroU32::MAX))
+        .jitter(0.0)
+        .layer(noop)
+}
+
+/// `--callgrind bare|limited --requests N`: N requests to one host, for callgrind to count.
+fn count_instructions(runtime: &tokio::runtime::Runtime, args: &[String]) -> Option<()> {
+    let value = |name: &str| args.get(args.iter().position(|a| a == name)? + 1);
+    let requests: usize = value("--requests")?.parse().ok()?;
+    let uris = ["http://host-1.test/page".parse().expect("uri")];
+    let table = Arc::new(HostTable::new(TableSettings::default()));
+    runtime.block_on(async {
+        match value("--callgrind")?.as_str() {
+            "bare" => run(&mut Noop(boxed), &uris, 0, requests).await,
+            "limited" => run(&mut limited(&table, Noop(boxed)), &uris, 0, requests).await,
+            _ => return None,
+        };
+        Some(())
+    })
+}
+
 fn main() {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
+    let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--callgrind") {
+        count_instructions(&runtime, &args).expect("--callgrind bare|limited --requests N");
+        return;
+    }
     println!("{BATCH} requests a batch, median of {ROUNDS} rounds; ns per request\n");
     println!(
         "{:<16} {:>14} {:>14} {:>12}",

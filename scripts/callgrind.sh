@@ -5,12 +5,19 @@
 #
 #   scripts/callgrind.sh            # N = 1000
 #   N=500 scripts/callgrind.sh
+#   scripts/callgrind.sh ratelimit  # the rate limiter alone, over a no-op service, one host
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${N:-1000}
 command -v valgrind >/dev/null || { echo "valgrind is needed: apt-get install -y valgrind" >&2; exit 1; }
-cargo bench -p scrapewell-benches --bench overhead --no-run 2>/dev/null
-bench=$(ls -t target/release/deps/overhead-* | grep -v '\.d$' | head -n 1)
+target=overhead
+clients="reqwest scrapewell reqwest-middleware"
+if [ "${1:-}" = ratelimit ]; then
+    target=ratelimit
+    clients="bare limited"
+fi
+cargo bench -p scrapewell-benches --bench "$target" --no-run 2>/dev/null
+bench=$(ls -t target/release/deps/"$target"-* | grep -v '\.d$' | head -n 1)
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 
@@ -20,12 +27,12 @@ count() { # client requests -> total instructions
     sed -n 's/^summary: //p' "$out/$1-$2"
 }
 
-printf '%-20s %16s %12s\n' client instructions/req "vs reqwest"
+printf '%-20s %16s %12s %12s\n' client instructions/req "vs first" difference
 base=""
-for client in reqwest scrapewell reqwest-middleware; do
+for client in $clients; do
     small=$(count "$client" "$n")
     large=$(count "$client" $((2 * n)))
     per=$(( (large - small) / n ))
     [ -n "$base" ] || base=$per
-    printf '%-20s %16d %+11.1f%%\n' "$client" "$per" "$(echo "($per - $base) * 100 / $base" | bc -l)"
+    printf '%-20s %16d %+11.1f%% %+12d\n' "$client" "$per" "$(echo "($per - $base) * 100 / $base" | bc -l)" $((per - base))
 done
