@@ -11,7 +11,7 @@ use governor::state::{NotKeyed, StateStore};
 use http::Uri;
 use tower::Layer;
 
-use super::table::nanos;
+use super::table::{name_words, nanos};
 use super::{HostKey, HostTable, Quota, RateLimit};
 
 /// Applies [`RateLimit`] to a service: quotas per host pattern, on one shared [`HostTable`].
@@ -291,16 +291,7 @@ fn has_delimiter(bytes: &[u8]) -> bool {
             | zero_bytes(word ^ (ONES * u64::from(b']')))
             != 0
     };
-    let mut words = bytes.chunks_exact(8);
-    let whole = words.by_ref().any(|word| {
-        let mut buffer = [0; 8];
-        buffer.copy_from_slice(word);
-        any(u64::from_le_bytes(buffer))
-    });
-    // The rest padded with zero bytes, which are none of the three.
-    let mut rest = [0; 8];
-    rest[..words.remainder().len()].copy_from_slice(words.remainder());
-    whole || any(u64::from_le_bytes(rest))
+    name_words(bytes).any(any)
 }
 
 impl HostPattern {

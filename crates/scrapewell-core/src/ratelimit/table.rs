@@ -145,29 +145,12 @@ impl HostKey {
         const MULTIPLIER: u64 = 0x9e37_79b9_7f4a_7c15;
         let bytes = host.as_bytes();
         let mut hash = (bytes.len() as u64) << 16 | u64::from(port);
-        let mix = |hash: u64, word: [u8; 8]| {
-            ((hash ^ (u64::from_le_bytes(word) | FOLD)).wrapping_mul(MULTIPLIER)).rotate_left(29)
+        let mix = |hash: u64, word: u64| {
+            ((hash ^ (word | FOLD)).wrapping_mul(MULTIPLIER)).rotate_left(29)
         };
-        // Whole words without a length check each; the last one padded with zeros, which the
-        // length in the seed tells apart.
-        let mut words = bytes.chunks_exact(8);
-        for word in &mut words {
-            let mut buffer = [0; 8];
-            buffer.copy_from_slice(word);
-            hash = mix(hash, buffer);
-        }
-        let tail = words.remainder();
-        if !tail.is_empty() {
-            // A name of a word or more reads its last eight bytes and shifts out those already
-            // mixed: the same padded word as a copy, without a copy of variable length.
-            let word = match bytes.last_chunk::<8>() {
-                Some(last) => u64::from_le_bytes(*last) >> (8 * (8 - tail.len())),
-                None => tail
-                    .iter()
-                    .rev()
-                    .fold(0, |word, &byte| word << 8 | u64::from(byte)),
-            };
-            hash = mix(hash, word.to_le_bytes());
+        // The last word is padded with zeros, which the length in the seed tells apart.
+        for word in name_words(bytes) {
+            hash = mix(hash, word);
         }
         hash ^= hash >> 33;
         hash = hash.wrapping_mul(0xff51_afd7_ed55_8ccd);
@@ -176,6 +159,29 @@ impl HostKey {
         hash ^= hash >> 33;
         HostKey(hash)
     }
+}
+
+/// A host name as little-endian words, eight bytes at a time, the last one (when the length is
+/// not a multiple of eight) padded with zero bytes: whole words need no length check each, and
+/// the padded one is read without a copy of variable length.
+pub(crate) fn name_words(bytes: &[u8]) -> impl Iterator<Item = u64> + '_ {
+    let words = bytes.chunks_exact(8);
+    let tail = words.remainder();
+    let padded = (!tail.is_empty()).then(|| match bytes.last_chunk::<8>() {
+        // A name of a word or more reads its last eight bytes and shifts out those already read.
+        Some(last) => u64::from_le_bytes(*last) >> (8 * (8 - tail.len())),
+        None => tail
+            .iter()
+            .rev()
+            .fold(0, |word, &byte| word << 8 | u64::from(byte)),
+    });
+    words
+        .map(|word| {
+            let mut buffer = [0; 8];
+            buffer.copy_from_slice(word);
+            u64::from_le_bytes(buffer)
+        })
+        .chain(padded)
 }
 
 /// What the table knows about a host, for reports.
