@@ -24,7 +24,7 @@ use std::future::Future;
 use std::hint::black_box;
 use std::num::NonZeroU32;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Barrier};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -117,6 +117,57 @@ fn cost<F: Future<Output = Answer> + Send + 'static>(
     })
 }
 
+/// As [`cost`], with `threads` threads at once, each on its own runtime and its own hosts, all
+/// on one table: what the threads cost one another (a shard's lock, its cache lines). Each
+/// round's time is the slowest thread's.
+fn parallel_cost(table: &Arc<HostTable>, threads: usize, hosts_each: usize) -> f64 {
+    let barrier = Barrier::new(threads);
+    let per_thread: Vec<Vec<(Duration, Duration)>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|thread| {
+                let (table, barrier) = (Arc::clone(table), &barrier);
+                scope.spawn(move || {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .build()
+                        .expect("runtime");
+                    let uris: Vec<Uri> = (0..hosts_each)
+                        .map(|n| format!("http://t{thread}-host-{n}.test/page").parse())
+                        .collect::<Result<_, _>>()
+                        .expect("uri");
+                    let mut limited = limited(&table, Noop(boxed));
+                    let mut bare = Noop(boxed);
+                    runtime.block_on(run(&mut limited, &uris, 0, uris.len().max(BATCH)));
+                    (0..ROUNDS)
+                        .map(|round| {
+                            let first = round * BATCH;
+                            barrier.wait();
+                            let without = runtime.block_on(run(&mut bare, &uris, first, BATCH));
+                            barrier.wait();
+                            let with = runtime.block_on(run(&mut limited, &uris, first, BATCH));
+                            (without, with)
+                        })
+                        .collect()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|worker| worker.join().expect("bench thread"))
+            .collect()
+    });
+    let slowest = |round: usize, pick: fn(&(Duration, Duration)) -> Duration| {
+        per_thread
+            .iter()
+            .map(|rounds| pick(&rounds[round]).as_nanos() as f64)
+            .fold(0.0, f64::max)
+    };
+    median(
+        (0..ROUNDS)
+            .map(|round| (slowest(round, |r| r.1) - slowest(round, |r| r.0)) / BATCH as f64)
+            .collect(),
+    )
+}
+
 /// The layer as the bench builds it: a quota checked on every request that never waits.
 fn limited<F: Future<Output = Answer>>(
     table: &Arc<HostTable>,
@@ -185,4 +236,9 @@ fn main() {
             );
         }
     }
+    let table = Arc::new(HostTable::new(TableSettings::default()));
+    println!(
+        "\n2 threads, 1,000 hosts each, one table: {:.1} ns per request",
+        parallel_cost(&table, 2, 1_000)
+    );
 }
