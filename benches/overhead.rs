@@ -13,7 +13,8 @@
 //! shared machine falls on all of them alike; the table shows the median round.
 //!
 //! `--callgrind CLIENT --requests N` runs N requests at concurrency 1 with one client and exits,
-//! for `valgrind --tool=callgrind` to count.
+//! for `valgrind --tool=callgrind` to count (or `perf record` to sample; `--concurrency C` for
+//! another concurrency).
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, ExitCode, Stdio};
@@ -190,9 +191,12 @@ fn main() -> ExitCode {
 
     if let Some(name) = value("--callgrind") {
         let client = Client::new(&name);
+        let concurrency = value("--concurrency")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1);
         runtime.block_on(async {
             client.fetch(&url).await;
-            round(&client, &url, requests, 1).await
+            round(&client, &url, requests, concurrency).await
         });
         let _ = server.kill();
         let _ = server.wait();
