@@ -141,6 +141,14 @@ impl Response {
 
     /// The whole body.
     pub async fn bytes(mut self) -> Result<Bytes, Error> {
+        // A body that arrived whole is handed over as it lies, not read back frame by frame.
+        if let Some(ResponseBody {
+            data: BodyData::Whole(whole),
+            ..
+        }) = self.body.unpeeked_mut()
+        {
+            return Ok(std::mem::take(whole));
+        }
         let Some(first) = self.chunk().await? else {
             return Ok(Bytes::new());
         };

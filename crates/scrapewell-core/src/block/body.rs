@@ -62,6 +62,12 @@ impl<B: Body> PeekedBody<B> {
     pub fn get_ref(&self) -> &B {
         &self.inner
     }
+
+    /// The original body whole, when none of it was peeked: a caller that holds a buffered
+    /// body can take it as it lies, without reading it frame by frame.
+    pub fn unpeeked_mut(&mut self) -> Option<&mut B> {
+        (!self.peeked).then_some(&mut self.inner)
+    }
 }
 
 impl<B: Body + fmt::Debug> fmt::Debug for PeekedBody<B> {
