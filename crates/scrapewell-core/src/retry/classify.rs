@@ -65,20 +65,26 @@ pub struct VersionInBody;
 impl RequestFacts {
     /// Reads the facts off a request.
     pub fn of<B>(request: &Request<B>) -> Self {
-        let headers = request.headers();
-        RequestFacts {
+        let extensions = request.extensions();
+        let mut facts = RequestFacts {
             method: request.method().clone(),
-            has_idempotency_key: headers.contains_key(IDEMPOTENCY_KEY)
-                || request.extensions().get::<IdempotencyKey>().is_some(),
-            conditional: headers.contains_key(IF_MATCH)
-                || headers.contains_key(IF_UNMODIFIED_SINCE)
-                || request.extensions().get::<VersionInBody>().is_some(),
-            create_only: headers
-                .get_all(IF_NONE_MATCH)
-                .iter()
-                .any(|v| v.as_bytes().trim_ascii() == b"*"),
-            receive_blocked: request.extensions().get::<ReceiveBlocked>().is_some(),
+            has_idempotency_key: extensions.get::<IdempotencyKey>().is_some(),
+            conditional: extensions.get::<VersionInBody>().is_some(),
+            create_only: false,
+            receive_blocked: extensions.get::<ReceiveBlocked>().is_some(),
+        };
+        // One pass over the headers rather than a hashed lookup of each of four names: a
+        // request has few headers, often none.
+        for (name, value) in request.headers() {
+            if name == IDEMPOTENCY_KEY {
+                facts.has_idempotency_key = true;
+            } else if name == IF_MATCH || name == IF_UNMODIFIED_SINCE {
+                facts.conditional = true;
+            } else if name == IF_NONE_MATCH && value.as_bytes().trim_ascii() == b"*" {
+                facts.create_only = true;
+            }
         }
+        facts
     }
 
     /// Whether sending the request twice does no more than sending it once: an idempotent

@@ -657,3 +657,28 @@ async fn per_request_override_disables_retries() {
     let response = call.await.unwrap().unwrap();
     assert_eq!(Attempts::of(&response).count(), 1);
 }
+
+#[test]
+fn request_facts_come_from_headers_and_extensions() {
+    let facts = |headers: &[(&str, &str)]| {
+        let mut builder = Request::post("http://127.0.0.1/x");
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        RequestFacts::of(&builder.body(()).unwrap())
+    };
+    let none = facts(&[]);
+    assert!(!none.has_idempotency_key && !none.conditional && !none.create_only);
+    assert!(!none.replay_safe());
+    assert!(facts(&[("Idempotency-Key", "\"k\"")]).replay_safe());
+    assert!(facts(&[("accept", "*/*"), ("If-Match", "\"v1\"")]).conditional);
+    assert!(facts(&[("if-unmodified-since", "Sun, 06 Nov 1994 08:49:37 GMT")]).conditional);
+    // `*` among several If-None-Match values makes it create-only; a list of tags does not.
+    assert!(facts(&[("if-none-match", "\"a\""), ("if-none-match", " * ")]).create_only);
+    assert!(!facts(&[("if-none-match", "\"a\", \"b\"")]).create_only);
+    let mut request = Request::put("http://127.0.0.1/db/doc").body(()).unwrap();
+    request.extensions_mut().insert(VersionInBody);
+    request.extensions_mut().insert(ReceiveBlocked);
+    let facts = RequestFacts::of(&request);
+    assert!(facts.conditional && facts.receive_blocked && !facts.create_only);
+}
