@@ -263,7 +263,8 @@ where
             };
         }
         let status = response.status();
-        let has_retry_after = response.headers().contains_key(RETRY_AFTER);
+        // Looked up only for the statuses it decides: most responses are not one of them.
+        let has_retry_after = || response.headers().contains_key(RETRY_AFTER);
         match status {
             StatusCode::CONFLICT | StatusCode::PRECONDITION_FAILED if request.conditional => {
                 Outcome::StaleVersion(declared_problem(response))
@@ -272,9 +273,9 @@ where
             StatusCode::PRECONDITION_REQUIRED => {
                 Outcome::PreconditionRequired(declared_problem(response))
             }
-            StatusCode::CONFLICT => classify_conflict(request, response, has_retry_after),
+            StatusCode::CONFLICT => classify_conflict(request, response, has_retry_after()),
             StatusCode::TOO_MANY_REQUESTS => Outcome::Retry(RetryReason::Status(status)),
-            StatusCode::SERVICE_UNAVAILABLE if replay_safe || has_retry_after => {
+            StatusCode::SERVICE_UNAVAILABLE if replay_safe || has_retry_after() => {
                 Outcome::Retry(RetryReason::Status(status))
             }
             StatusCode::REQUEST_TIMEOUT
