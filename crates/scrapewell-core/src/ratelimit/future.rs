@@ -20,7 +20,7 @@ pin_project! {
     #[project = StateProj]
     enum State<F, T, E> {
         /// Called at once; the turn is given back when the call completes (none for a request
-        /// whose host is not limited).
+        /// whose host is not limited), and its handle dropped with the future.
         Called {
             #[pin]
             call: F,
@@ -60,7 +60,7 @@ where
                 // rebuilt: a response moved is a copy of some 150 bytes.
                 let output = call.poll(cx);
                 if let Poll::Ready(result) = &output
-                    && let Some(turn) = turn.take()
+                    && let Some(turn) = turn
                 {
                     turn.complete(result.as_ref().ok());
                 }

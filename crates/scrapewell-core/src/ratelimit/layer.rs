@@ -422,6 +422,29 @@ mod tests {
     }
 
     #[test]
+    fn routes_key_every_form_of_a_host_alike() {
+        let table = Arc::new(super::super::HostTable::new(Default::default()));
+        let service = RateLimitLayer::new(table).layer(());
+        let key = |uri: &str| {
+            service
+                .shared
+                .route(&uri.parse().unwrap())
+                .map(|(key, _)| key)
+        };
+        let plain = key("https://www.example.com/a");
+        assert_eq!(plain, Some(HostKey::of("www.example.com", 443)));
+        for same in [
+            "https://WWW.Example.com/b",
+            "https://www.example.com:443/c",
+            "https://user:pw@www.example.com/d",
+        ] {
+            assert_eq!(key(same), plain, "{same}");
+        }
+        assert_ne!(key("http://www.example.com/"), plain);
+        assert_eq!(key("/relative"), None);
+    }
+
+    #[test]
     fn delimiters_are_found_at_every_place() {
         for len in 0..20 {
             let name = "a".repeat(len);

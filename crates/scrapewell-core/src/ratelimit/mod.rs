@@ -128,7 +128,7 @@ where
                 let shared = Arc::clone(&self.shared);
                 let limiter = limiter.cloned();
                 ResponseFuture::waiting(async move {
-                    let turn = wait_for_turn(shared, key, limiter, first).await;
+                    let mut turn = wait_for_turn(shared, key, limiter, first).await;
                     let result = inner.oneshot(request).await;
                     turn.complete(result.as_ref().ok());
                     result
@@ -197,8 +197,12 @@ impl Turn {
         }
     }
 
-    /// The request is done; `response` is what it got, if anything.
-    pub(crate) fn complete<B>(mut self, response: Option<&Response<B>>) {
+    /// The request is done; `response` is what it got, if anything. Only the first call
+    /// counts. In place, so that a future need not move its turn out to complete it.
+    pub(crate) fn complete<B>(&mut self, response: Option<&Response<B>>) {
+        if self.done {
+            return;
+        }
         self.done = true;
         let response = response.map(|r| (r.status(), r.headers()));
         self.shared

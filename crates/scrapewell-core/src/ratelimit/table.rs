@@ -38,7 +38,8 @@ const SWEEP_EVERY: u32 = 1024;
 /// # }
 /// ```
 pub struct HostTable {
-    shards: Box<[Shard]>,
+    /// A fixed number, so that picking one needs no bounds check.
+    shards: Box<[Shard; SHARDS]>,
     epoch: Instant,
     settings: TableSettings,
 }
@@ -302,11 +303,9 @@ impl HostTable {
     /// An empty table.
     pub fn new(settings: TableSettings) -> HostTable {
         HostTable {
-            shards: (0..SHARDS)
-                .map(|_| Shard {
-                    hosts: Mutex::default(),
-                })
-                .collect(),
+            shards: Box::new(std::array::from_fn(|_| Shard {
+                hosts: Mutex::default(),
+            })),
             // A second before now, so that no real time is 0, which means "never" in HostState.
             epoch: Instant::now()
                 .checked_sub(Duration::from_secs(1))
