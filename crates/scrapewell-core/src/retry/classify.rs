@@ -21,6 +21,15 @@ pub enum AttemptResult<'a, B, E> {
     TimedOut,
 }
 
+// By hand: a derive would ask `B` and `E` to be `Copy`, where only references are held.
+impl<B, E> Clone for AttemptResult<'_, B, E> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<B, E> Copy for AttemptResult<'_, B, E> {}
+
 /// What the classifier needs to know about the request.
 #[derive(Debug, Clone)]
 #[non_exhaustive]

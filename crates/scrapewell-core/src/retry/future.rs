@@ -33,8 +33,9 @@ pin_project! {
         #[pin]
         state: State<F>,
         inner: S,
-        // Before an attempt, the request it sends; once it is sent, the copy for the next
-        // attempt (none when no attempt is left or the body cannot be copied).
+        // The request, kept for the next attempt while one may follow (each attempt sends a
+        // copy); gone once it was sent itself (no attempt left, or a body that cannot be
+        // copied).
         request: Option<Request<ReqB>>,
         progress: Progress<C>,
     }
@@ -73,10 +74,31 @@ enum Attempt<R, E> {
     DeadlinePassed,
 }
 
-/// What follows an attempt.
-enum Next<T> {
-    /// The caller's result.
-    Finish(T),
+impl<B, E> Attempt<Response<B>, E> {
+    /// The attempt as a classifier sees it.
+    fn view(&self) -> AttemptResult<'_, B, E> {
+        match self {
+            Attempt::Response(response) => AttemptResult::Response(response),
+            Attempt::Error(error) => AttemptResult::Error(error),
+            Attempt::DeadlinePassed => AttemptResult::TimedOut,
+        }
+    }
+}
+
+/// What follows an attempt. Decided with the attempt's result borrowed, so that a response
+/// is moved once on its way to the caller, not through every step of the decision: a move is
+/// a copy of some 240 bytes.
+enum Next<E> {
+    /// The result ends the request as the outcome says.
+    Finish(Outcome),
+    /// A retry was wanted but cannot be made: no attempt is left (`replayable`), or the
+    /// body cannot be sent again.
+    GiveUp {
+        reason: RetryReason,
+        replayable: bool,
+    },
+    /// The request fails with an error of the retry loop's own.
+    Fail(RetryError<E>),
     /// Another attempt, after this delay.
     RetryAfter(Duration),
 }
@@ -122,28 +144,52 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         loop {
-            let result = match this.state.as_mut().project() {
+            let (result, outcome) = match this.state.as_mut().project() {
                 StateProj::Ready => match this.inner.poll_ready(cx) {
                     Poll::Ready(Ok(())) => {
-                        let Some(request) = this.request.take() else {
+                        // When another attempt may follow, a copy goes and the request stays
+                        // where it is for that attempt; else (or when its body cannot be
+                        // copied) the request itself goes.
+                        let progress = &*this.progress;
+                        let copy = match &*this.request {
+                            Some(request)
+                                if progress.attempts.count() < progress.limits.max_attempts =>
+                            {
+                                try_clone_request(request)
+                            }
+                            _ => None,
+                        };
+                        let Some(request) = copy.or_else(|| this.request.take()) else {
                             unreachable!("an attempt starts with its request")
                         };
-                        let progress = &*this.progress;
-                        *this.request = (progress.attempts.count() < progress.limits.max_attempts)
-                            .then(|| try_clone_request(&request))
-                            .flatten();
                         let future = this.inner.call(request);
                         this.state.set(State::Calling { future });
                         continue;
                     }
-                    Poll::Ready(Err(error)) => Attempt::Error(error),
-                    Poll::Pending if this.progress.deadline_passed(cx) => Attempt::DeadlinePassed,
+                    Poll::Ready(Err(error)) => this.progress.classify(Attempt::Error(error)),
+                    Poll::Pending if this.progress.deadline_passed(cx) => {
+                        this.progress.classify(Attempt::DeadlinePassed)
+                    }
                     Poll::Pending => return Poll::Pending,
                 },
                 StateProj::Calling { future } => match future.poll(cx) {
-                    Poll::Ready(Ok(response)) => Attempt::Response(response),
-                    Poll::Ready(Err(error)) => Attempt::Error(error),
-                    Poll::Pending if this.progress.deadline_passed(cx) => Attempt::DeadlinePassed,
+                    Poll::Ready(Ok(mut response)) => {
+                        let outcome = this.progress.classify_response(&response);
+                        // Most attempts end the request with their response as it is: it
+                        // goes to the caller in one move, not through each step of the
+                        // decision (a move copies some 240 bytes).
+                        if matches!(outcome, Outcome::Done) {
+                            this.state.set(State::Done);
+                            let attempts = std::mem::take(&mut this.progress.attempts);
+                            record_attempts(&mut response, attempts);
+                            return Poll::Ready(Ok(response));
+                        }
+                        (Attempt::Response(response), outcome)
+                    }
+                    Poll::Ready(Err(error)) => this.progress.classify(Attempt::Error(error)),
+                    Poll::Pending if this.progress.deadline_passed(cx) => {
+                        this.progress.classify(Attempt::DeadlinePassed)
+                    }
                     Poll::Pending => return Poll::Pending,
                 },
                 StateProj::Waiting { sleep } => {
@@ -155,16 +201,25 @@ where
                 StateProj::Done => panic!("retry future polled after completion"),
             };
             let spare = this.request.is_some();
-            match this.progress.after(result, spare) {
-                Next::Finish(output) => {
-                    this.state.set(State::Done);
-                    return Poll::Ready(output);
-                }
+            let progress = &mut *this.progress;
+            let output = match progress.after(&result, outcome, spare) {
                 Next::RetryAfter(delay) => {
                     let sleep = Box::pin(tokio::time::sleep(delay));
                     this.state.set(State::Waiting { sleep });
+                    continue;
                 }
-            }
+                Next::Finish(outcome) => {
+                    let attempts = std::mem::take(&mut progress.attempts);
+                    finish(outcome, result, &progress.limits, attempts)
+                }
+                Next::GiveUp { reason, replayable } => {
+                    let attempts = std::mem::take(&mut progress.attempts);
+                    give_up(reason, result, &progress.limits, attempts, replayable)
+                }
+                Next::Fail(error) => Err(error),
+            };
+            this.state.set(State::Done);
+            return Poll::Ready(output);
         }
     }
 }
@@ -177,48 +232,71 @@ impl<C> Progress<C> {
             .is_some_and(|deadline| deadline.as_mut().poll(cx).is_ready())
     }
 
-    /// Classifies the attempt's result and decides what follows; `spare` says whether a copy
-    /// of the request is there to send again.
-    fn after<ResB, E>(
-        &mut self,
+    /// An attempt's error or timeout, with its outcome.
+    fn classify<ResB, E>(
+        &self,
         result: Attempt<Response<ResB>, E>,
-        spare: bool,
-    ) -> Next<Result<Response<ResB>, RetryError<E>>>
+    ) -> (Attempt<Response<ResB>, E>, Outcome)
     where
         C: Classify<ResB, E>,
+    {
+        let outcome = self.classify_view(result.view());
+        (result, outcome)
+    }
+
+    /// A response's outcome.
+    fn classify_response<ResB, E>(&self, response: &Response<ResB>) -> Outcome
+    where
+        C: Classify<ResB, E>,
+    {
+        self.classify_view(AttemptResult::<ResB, E>::Response(response))
+    }
+
+    /// An attempt's outcome, with the attempt's event when it ends the request (a retry has
+    /// its own).
+    fn classify_view<ResB, E>(&self, result: AttemptResult<'_, ResB, E>) -> Outcome
+    where
+        C: Classify<ResB, E>,
+    {
+        let outcome = self.policy.classifier.classify(&self.facts, result);
+        if !matches!(outcome, Outcome::Retry(_)) {
+            let attempt = self.attempts.count();
+            tracing::debug!(attempt, result = %describe(result), ?outcome, "attempt finished");
+        }
+        outcome
+    }
+
+    /// Decides what follows an attempt from its outcome; `spare` says whether a copy of the
+    /// request is there to send again.
+    fn after<ResB, E>(
+        &mut self,
+        result: &Attempt<Response<ResB>, E>,
+        outcome: Outcome,
+        spare: bool,
+    ) -> Next<E>
+    where
         ResB: InspectBody,
     {
         let attempt = self.attempts.count();
         let limits = &self.limits;
-        let classified = match &result {
-            Attempt::Response(response) => AttemptResult::Response(response),
-            Attempt::Error(error) => AttemptResult::Error(error),
-            Attempt::DeadlinePassed => AttemptResult::TimedOut,
-        };
-        let outcome = self.policy.classifier.classify(&self.facts, classified);
         let reason = match outcome {
             Outcome::Retry(reason) => reason,
-            final_outcome => {
-                tracing::debug!(attempt, result = %describe(&result), outcome = ?final_outcome, "attempt finished");
-                let attempts = std::mem::take(&mut self.attempts);
-                return Next::Finish(finish(final_outcome, result, limits, attempts));
-            }
+            final_outcome => return Next::Finish(final_outcome),
         };
         if let Attempt::DeadlinePassed = result {
             let attempts = std::mem::take(&mut self.attempts);
-            return Next::Finish(Err(deadline_exceeded(limits, attempts)));
+            return Next::Fail(deadline_exceeded(limits, attempts));
         }
         if !spare {
             let replayable = attempt >= limits.max_attempts;
-            tracing::info!(attempt, result = %describe(&result), %reason, replayable, "giving up");
-            let attempts = std::mem::take(&mut self.attempts);
-            return Next::Finish(give_up(reason, result, limits, attempts, replayable));
+            tracing::info!(attempt, result = %describe(result.view()), %reason, replayable, "giving up");
+            return Next::GiveUp { reason, replayable };
         }
-        let server_delay = match &result {
+        let server_delay = match result {
             Attempt::Response(response) => {
                 match requested_delay(response, limits, &self.attempts) {
                     Ok(delay) => delay,
-                    Err(error) => return Next::Finish(Err(error)),
+                    Err(error) => return Next::Fail(error),
                 }
             }
             _ => None,
@@ -237,20 +315,20 @@ impl<C> Progress<C> {
             .as_ref()
             .is_some_and(|at| Instant::now() + delay >= at.deadline())
         {
-            tracing::info!(attempt, result = %describe(&result), %reason, delay_ms = delay.as_millis() as u64, "deadline would pass before the retry");
+            tracing::info!(attempt, result = %describe(result.view()), %reason, delay_ms = delay.as_millis() as u64, "deadline would pass before the retry");
             let attempts = std::mem::take(&mut self.attempts);
-            return Next::Finish(Err(deadline_exceeded(limits, attempts)));
+            return Next::Fail(deadline_exceeded(limits, attempts));
         }
         if let Some(budget) = &self.policy.budget
             && !budget.withdraw()
         {
-            tracing::info!(attempt, result = %describe(&result), %reason, "retry budget exhausted");
+            tracing::info!(attempt, result = %describe(result.view()), %reason, "retry budget exhausted");
             let attempts = std::mem::take(&mut self.attempts);
-            return Next::Finish(Err(RetryError::BudgetExhausted { reason, attempts }));
+            return Next::Fail(RetryError::BudgetExhausted { reason, attempts });
         }
         tracing::info!(
             attempt,
-            result = %describe(&result),
+            result = %describe(result.view()),
             %reason,
             delay_ms = delay.as_millis() as u64,
             delay_from = if server_asked { "retry-after" } else { "backoff" },
@@ -417,13 +495,19 @@ fn deliver<ResB, E>(
 ) -> Result<Response<ResB>, RetryError<E>> {
     match result {
         Attempt::Response(mut response) => {
-            if attempts.count() > 1 {
-                response.extensions_mut().insert(attempts);
-            }
+            record_attempts(&mut response, attempts);
             Ok(response)
         }
         Attempt::Error(source) => Err(RetryError::Transport { source, attempts }),
         Attempt::DeadlinePassed => Err(deadline_exceeded(limits, attempts)),
+    }
+}
+
+/// Puts the attempts in the response's extensions when there was more than one. In place: a
+/// response moved is a copy.
+fn record_attempts<B>(response: &mut Response<B>, attempts: Attempts) {
+    if attempts.count() > 1 {
+        response.extensions_mut().insert(attempts);
     }
 }
 
@@ -435,10 +519,10 @@ fn deadline_exceeded<E>(limits: &Limits, attempts: Attempts) -> RetryError<E> {
 }
 
 /// The attempt's result for the log: a status, or a kind of failure. Never headers or bodies.
-fn describe<R, E>(result: &Attempt<Response<R>, E>) -> String {
+fn describe<B, E>(result: AttemptResult<'_, B, E>) -> String {
     match result {
-        Attempt::Response(response) => response.status().as_u16().to_string(),
-        Attempt::Error(_) => "transport error".to_owned(),
-        Attempt::DeadlinePassed => "deadline".to_owned(),
+        AttemptResult::Response(response) => response.status().as_u16().to_string(),
+        AttemptResult::Error(_) => "transport error".to_owned(),
+        AttemptResult::TimedOut => "deadline".to_owned(),
     }
 }
