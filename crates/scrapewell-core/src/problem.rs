@@ -124,17 +124,35 @@ impl ProblemDetails {
     }
 }
 
-/// `title: detail`, or whichever of the two is present.
+/// `title: detail`, or whichever of the two is present, each cut after 300 characters: a
+/// server may put a whole page in them, and this ends up in error messages and logs. The
+/// members themselves keep all of it.
 impl fmt::Display for ProblemDetails {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match (self.title.as_deref(), self.detail.as_deref()) {
-            (Some(title), Some(detail)) => write!(f, "{title}: {detail}"),
-            (Some(text), None) | (None, Some(text)) => f.write_str(text),
-            (None, None) => f.write_str(
+            (Some(title), Some(detail)) => write!(f, "{}: {}", Clipped(title), Clipped(detail)),
+            (Some(text), None) | (None, Some(text)) => Clipped(text).fmt(f),
+            (None, None) => Clipped(
                 self.type_uri
                     .as_deref()
                     .unwrap_or("problem without a title"),
-            ),
+            )
+            .fmt(f),
+        }
+    }
+}
+
+/// The most characters of a member that [`ProblemDetails`]' `Display` shows.
+const SHOWN_CHARS: usize = 300;
+
+/// A text shown up to [`SHOWN_CHARS`] characters, then `…`.
+struct Clipped<'a>(&'a str);
+
+impl fmt::Display for Clipped<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0.char_indices().nth(SHOWN_CHARS) {
+            Some((end, _)) => write!(f, "{}…", &self.0[..end]),
+            None => f.write_str(self.0),
         }
     }
 }
@@ -180,6 +198,18 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(CONTENT_TYPE, HeaderValue::from_str(ct).unwrap());
         h
+    }
+
+    #[test]
+    fn display_shows_a_long_member_cut_on_a_character_boundary() {
+        let long = "é".repeat(1000);
+        let body = format!(r#"{{"title":"Locked","detail":"{long}"}}"#);
+        let problem = ProblemDetails::from_json(body.as_bytes()).unwrap();
+        assert_eq!(problem.detail.as_deref(), Some(long.as_str()));
+        let shown = problem.to_string();
+        assert_eq!(shown, format!("Locked: {}…", "é".repeat(SHOWN_CHARS)));
+        let short = ProblemDetails::from_json(br#"{"title":"Locked"}"#).unwrap();
+        assert_eq!(short.to_string(), "Locked");
     }
 
     #[test]

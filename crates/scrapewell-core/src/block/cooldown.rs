@@ -75,7 +75,10 @@ impl CoolDowns {
     /// stays).
     pub fn cool(&self, host: HostKey, duration: Duration, verdict: Arc<BlockVerdict>) {
         let now = Instant::now();
-        let until = now + duration;
+        // A cool-down past what the clock can count lasts a century.
+        let until = now
+            .checked_add(duration)
+            .unwrap_or(now + Duration::from_secs(100 * 365 * 24 * 3600));
         let mut hosts = self.lock();
         if hosts.len() >= self.max_hosts && !hosts.contains_key(&host) {
             hosts.retain(|_, c| c.until > now);

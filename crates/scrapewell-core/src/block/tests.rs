@@ -282,3 +282,15 @@ async fn a_body_the_detector_does_not_need_is_not_read() {
     let response = detect(response).await;
     assert!(!response.body().is_peeked());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_cool_down_past_what_the_clock_can_count_lasts_and_can_be_lifted() {
+    let verdict = verdict_of(999, &[], "").unwrap();
+    let cool_downs = CoolDowns::new(10);
+    let host = crate::ratelimit::HostKey::of("www.linkedin.com", 443);
+    cool_downs.cool(host, std::time::Duration::MAX, Arc::new(verdict));
+    let cooling = cool_downs.check(&host).unwrap();
+    assert!(cooling.remaining > std::time::Duration::from_secs(50 * 365 * 24 * 3600));
+    cool_downs.lift(&host);
+    assert!(cool_downs.check(&host).is_none());
+}

@@ -182,13 +182,13 @@ fn apply_separate(
     now: SystemTime,
     limit: &mut ServerLimit,
 ) {
-    let reset = reset.map(|reset| {
+    // An epoch time past what the clock can represent is malformed, and ignored.
+    let reset = reset.and_then(|reset| {
         if reset_may_be_epoch && reset > EPOCH_THRESHOLD {
-            (UNIX_EPOCH + Duration::from_secs(reset))
-                .duration_since(now)
-                .unwrap_or(Duration::ZERO)
+            let at = UNIX_EPOCH.checked_add(secs(reset))?;
+            Some(at.duration_since(now).unwrap_or(Duration::ZERO))
         } else {
-            secs(reset)
+            Some(secs(reset))
         }
     });
     if remaining.is_some() || quota.is_some() {
@@ -346,5 +346,15 @@ mod tests {
         assert_eq!(limit(&[]), None);
         let partial = limit(&[("ratelimit", "\"a\";r=x;t=5, \"b\";r=2;t=4")]).unwrap();
         assert_eq!(partial.remaining, Some(2));
+    }
+
+    #[test]
+    fn an_epoch_reset_past_the_clock_is_ignored() {
+        let l = limit(&[
+            ("x-ratelimit-remaining", "0"),
+            ("x-ratelimit-reset", "18446744073709551615"),
+        ])
+        .unwrap();
+        assert_eq!((l.remaining, l.reset), (Some(0), None));
     }
 }

@@ -11,7 +11,7 @@ use governor::state::{NotKeyed, StateStore};
 use http::Uri;
 use tower::Layer;
 
-use super::table::{name_words, nanos};
+use super::table::{name_words, nanos, share_within};
 use super::{HostKey, HostTable, Quota, RateLimit};
 
 /// Applies [`RateLimit`] to a service: quotas per host pattern, on one shared [`HostTable`].
@@ -161,9 +161,10 @@ impl RateLimitLayer {
         self
     }
 
-    /// The jitter added to each wait, as a share of the wait (0.01 by default).
+    /// The jitter added to each wait, as a share of the wait (0.01 by default; at most 1, and
+    /// NaN is none).
     pub fn jitter(mut self, share: f64) -> Self {
-        self.jitter = share.clamp(0.0, 1.0);
+        self.jitter = share_within(share, 0.0, 1.0);
         self
     }
 
@@ -179,8 +180,14 @@ const MARGIN: f64 = 0.02;
 
 impl Limiter {
     fn new(quota: Quota) -> Limiter {
-        let paced = Quota::with_period(quota.replenish_interval().mul_f64(1.0 + MARGIN))
-            .map_or(quota, |paced| paced.allow_burst(quota.burst_size()));
+        // governor counts in u64 nanoseconds, burst included: a longer period (one request in
+        // a thousand years) is held at the longest it can count.
+        let burst = quota.burst_size();
+        let longest = u64::MAX / (u64::from(burst.get()) + 1);
+        let period = (quota.replenish_interval().as_secs_f64() * (1.0 + MARGIN))
+            .min(Duration::from_nanos(longest).as_secs_f64());
+        let paced = Quota::with_period(Duration::from_secs_f64(period))
+            .map_or(quota, |paced| paced.allow_burst(burst));
         Limiter { quota: paced }
     }
 

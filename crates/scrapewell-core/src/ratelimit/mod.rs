@@ -225,7 +225,7 @@ impl Shared {
     /// Sleeps `wait` plus a jitter of up to the configured share of it.
     fn sleep(&self, wait: Duration) -> impl Future<Output = ()> + use<> {
         let jitter = wait.mul_f64(self.jitter * fastrand::f64());
-        tokio::time::sleep(wait + jitter)
+        tokio::time::sleep(wait.saturating_add(jitter))
     }
 }
 

@@ -54,7 +54,8 @@ pub struct TableSettings {
     pub max_hosts: usize,
     /// Requests in flight per host (8).
     pub max_in_flight: u32,
-    /// The longest pause a server can impose on a host through `Retry-After` or a reset (60 s).
+    /// The longest a server can hold a host's requests back (60 s): a pause through
+    /// `Retry-After` or a reset, and the spacing its rate-limit headers or refusals lead to.
     pub max_pause: Duration,
     /// What a refusal near the host's limit leaves of the rate (0.85: a cut to half gives up
     /// more throughput than the refusals it saves).
@@ -105,17 +106,17 @@ impl TableSettings {
         self
     }
 
-    /// What a refusal leaves of the rate (between 0.1 and 0.95).
+    /// What a refusal leaves of the rate (between 0.1 and 0.95; NaN is 0.1).
     pub fn decrease(mut self, share: f64) -> Self {
-        self.decrease = share.clamp(0.1, 0.95);
+        self.decrease = share_within(share, 0.1, 0.95);
         self
     }
 
     /// Clean responses before the pace creeps up, and by how much (a share of the rate of the
-    /// last refusal).
+    /// last refusal, between 0.001 and 1; NaN is 0.001).
     pub fn recovery(mut self, clean_stretch: u32, share: f64) -> Self {
         self.clean_stretch = clean_stretch.max(1);
-        self.recovery = share.clamp(0.001, 1.0);
+        self.recovery = share_within(share, 0.001, 1.0);
         self
     }
 }
@@ -379,7 +380,7 @@ impl HostTable {
             // across concurrent requests too.
             let interval = state.interval(now);
             let slot = if state.last_admit > 0 {
-                (state.last_admit + interval).max(now)
+                state.last_admit.saturating_add(interval).max(now)
             } else {
                 now
             };
@@ -541,16 +542,16 @@ impl HostState {
         };
         if let Some(limit) = limit {
             if let Some(declared) = limit.declared_interval() {
-                self.declared = nanos(declared);
+                self.declared = nanos(declared).min(max_pause);
             }
             if let Some(reset) = limit.reset {
                 match limit.spread_interval() {
                     Some(spread) => {
-                        self.hint = nanos(spread);
-                        self.hint_until = now + nanos(reset);
+                        self.hint = nanos(spread).min(max_pause);
+                        self.hint_until = now.saturating_add(nanos(reset));
                     }
                     None if limit.remaining == Some(0) => {
-                        self.pause_until(now + nanos(reset).min(max_pause))
+                        self.pause_until(now.saturating_add(nanos(reset).min(max_pause)))
                     }
                     None => {}
                 }
@@ -568,7 +569,7 @@ impl HostState {
             .get(http::header::RETRY_AFTER)
             .and_then(|v| crate::retry::parse_retry_after(v, std::time::SystemTime::now()).ok())
         {
-            self.pause_until(now + nanos(delay).min(max_pause));
+            self.pause_until(now.saturating_add(nanos(delay).min(max_pause)));
         }
         // Multiplicative decrease. Refusals of requests sent under the pace before the last cut
         // say nothing about the new pace: cut once per round trip.
@@ -585,13 +586,15 @@ impl HostState {
             // cut the rate by `decrease`; with no measure yet, quarter it: a client told nothing
             // starts milliseconds apart and each step down costs a refusal.
             let gentle = (current as f64 / settings.decrease) as u64;
-            self.backoff = match self.delivered_every(now) {
+            let backoff = match self.delivered_every(now) {
                 Some(delivered) if self.window_refused * 2 >= self.window_accepted => {
                     gentle.max(delivered * 11 / 10)
                 }
                 Some(_) => gentle,
                 None => current.saturating_mul(4),
             };
+            // A host that refuses everything is still tried now and then, not parked for ever.
+            self.backoff = backoff.min(max_pause);
             self.last_cut = now;
             self.last_step = now;
             self.probes = 0;
@@ -704,6 +707,16 @@ fn is_refusal(status: http::StatusCode) -> bool {
 /// compare keys, a cache miss each, until it finds the host).
 fn shard_index(key: &HostKey) -> usize {
     (key.0 >> 32) as usize % SHARDS
+}
+
+/// `share` brought within `low..=high`, NaN to `low`: `f64::clamp` would keep a NaN, which
+/// poisons every figure computed from it (and panics in `Duration::mul_f64`).
+pub(crate) fn share_within(share: f64, low: f64, high: f64) -> f64 {
+    if share.is_nan() {
+        low
+    } else {
+        share.clamp(low, high)
+    }
 }
 
 pub(crate) fn nanos(duration: Duration) -> u64 {

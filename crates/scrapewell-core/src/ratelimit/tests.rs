@@ -473,3 +473,88 @@ async fn a_million_hosts_keep_the_table_within_its_bound() {
     table.evict_idle();
     assert_eq!(table.len(), 0, "idle hosts are forgotten");
 }
+
+#[tokio::test(start_paused = true)]
+async fn nothing_a_server_says_holds_a_host_back_longer_than_the_longest_pause() {
+    let log = Log::default();
+    let longest = Duration::from_secs(5);
+    let table = Arc::new(HostTable::new(TableSettings::default().max_pause(longest)));
+    let service = RateLimitLayer::new(Arc::clone(&table))
+        .jitter(0.0)
+        .layer(server(log.clone(), |n, _| match n {
+            // One request in 31 million years, and a reset past what the clock can count.
+            1 => status(
+                200,
+                &[
+                    ("ratelimit-policy", "\"default\";q=1;w=999999999999999"),
+                    ("ratelimit", "\"default\";r=1;t=999999999999999"),
+                ],
+            ),
+            2 => status(
+                200,
+                &[
+                    ("x-ratelimit-remaining", "0"),
+                    ("x-ratelimit-reset", "18446744073709551615"),
+                ],
+            ),
+            // Then nothing but bare refusals, each of which cuts the pace.
+            _ => status(429, &[]),
+        }));
+    for _ in 0..16 {
+        service
+            .clone()
+            .oneshot(get("http://a.test/"))
+            .await
+            .unwrap();
+    }
+    let times = arrivals(&log, "a.test");
+    assert_eq!(times.len(), 16);
+    for pair in times.windows(2) {
+        assert!(pair[1] - pair[0] <= longest, "{:?}", pair[1] - pair[0]);
+    }
+    let stats = table.stats(&HostKey::of("a.test", 80)).unwrap();
+    assert_eq!(stats.interval, Some(longest));
+}
+
+#[tokio::test(start_paused = true)]
+async fn settings_out_of_range_are_brought_within_it() {
+    let log = Log::default();
+    let settings = TableSettings::default()
+        .decrease(f64::NAN)
+        .recovery(0, f64::NAN);
+    assert_eq!((settings.decrease, settings.recovery), (0.1, 0.001));
+    let service = RateLimitLayer::new(Arc::new(HostTable::new(settings)))
+        .jitter(f64::NAN)
+        .host_quota("slow.test", Quota::with_period(Duration::MAX).unwrap())
+        .unwrap()
+        .layer(server(log.clone(), |n, _| {
+            if n == 1 {
+                status(429, &[("retry-after", "1")])
+            } else {
+                ok()
+            }
+        }));
+    // A NaN jitter is none: the wait for the pause is exactly the server's second.
+    let started = Instant::now();
+    for _ in 0..2 {
+        service
+            .clone()
+            .oneshot(get("http://a.test/"))
+            .await
+            .unwrap();
+    }
+    assert_eq!(started.elapsed(), Duration::from_secs(1));
+    // A quota of one in the longest period there is lets the first request through, and holds
+    // the next back.
+    service
+        .clone()
+        .oneshot(get("http://slow.test/"))
+        .await
+        .unwrap();
+    let second = tokio::time::timeout(
+        Duration::from_secs(3600),
+        service.clone().oneshot(get("http://slow.test/")),
+    )
+    .await;
+    assert!(second.is_err(), "held back");
+}

@@ -107,9 +107,11 @@ impl<S, F, C, ReqB> ResponseFuture<S, F, C, ReqB> {
     pub(crate) fn new(inner: S, policy: Arc<RetryPolicy<C>>, request: Request<ReqB>) -> Self {
         let limits = policy.limits(request.extensions().get::<RetryOverrides>());
         let facts = RequestFacts::of(&request);
+        // A deadline past what the clock can count never passes.
         let deadline = limits
             .deadline
-            .map(|deadline| Box::pin(tokio::time::sleep_until(Instant::now() + deadline)));
+            .and_then(|deadline| Instant::now().checked_add(deadline))
+            .map(|at| Box::pin(tokio::time::sleep_until(at)));
         if let Some(budget) = &policy.budget {
             budget.deposit();
         }
@@ -310,11 +312,11 @@ impl<C> Progress<C> {
                 .next()
                 .unwrap_or_default(),
         };
-        if self
-            .deadline
-            .as_ref()
-            .is_some_and(|at| Instant::now() + delay >= at.deadline())
-        {
+        if self.deadline.as_ref().is_some_and(|at| {
+            Instant::now()
+                .checked_add(delay)
+                .is_none_or(|retry_at| retry_at >= at.deadline())
+        }) {
             tracing::info!(attempt, result = %describe(result.view()), %reason, delay_ms = delay.as_millis() as u64, "deadline would pass before the retry");
             let attempts = std::mem::take(&mut self.attempts);
             return Next::Fail(deadline_exceeded(limits, attempts));

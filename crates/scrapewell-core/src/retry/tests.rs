@@ -416,6 +416,32 @@ async fn deadline_ends_the_request_before_a_retry_that_would_pass_it() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn limits_past_what_the_clock_can_count_are_no_limits() {
+    let layer = RetryLayer::new(
+        policy()
+            .deadline(Duration::MAX)
+            .max_retry_after(Duration::MAX),
+    );
+    let (mut handle, call) = spawn_call(layer, get());
+    let started = Instant::now();
+    answer(
+        &mut handle,
+        vec![
+            response(503, &[("retry-after", "99999999999999999999")], ""),
+            response(200, &[], "ok"),
+        ],
+    )
+    .await;
+    let response = call.await.unwrap().unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(
+        started.elapsed() > Duration::from_secs(365 * 24 * 3600),
+        "it waited as the server asked: {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn deadline_cuts_a_slow_attempt() {
     let layer = RetryLayer::new(policy().deadline(Duration::from_millis(500)));
     let (mut handle, call) = spawn_call(layer, get());
