@@ -1,4 +1,5 @@
-//! The mock server's idempotent create follows the draft, as seen through the client.
+//! The mock server as seen through the client: its idempotent create follows the draft, and it
+//! answers settings out of range with a 400.
 
 mod common;
 
@@ -91,4 +92,32 @@ async fn a_missing_key_is_400_where_one_is_required_and_each_keyless_post_create
         1,
         "without keys the server cannot tell"
     );
+}
+
+#[tokio::test]
+async fn a_limit_out_of_range_is_400_and_the_server_keeps_serving() {
+    let server = MockServer::start().await.unwrap();
+    let client = fast_client().max_attempts(1).build().unwrap();
+    for query in [
+        "rate=1e-300",
+        "rate=0",
+        "rate=NaN",
+        "rate=inf",
+        "rate=5000000",
+        "burst=0",
+        "burst=18446744073709551615",
+    ] {
+        let response = client
+            .get(server.url(&format!("/limited/bad?{query}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400, "{query}");
+    }
+    let within = client
+        .get(server.url("/limited/good?rate=0.001&burst=10000"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(within.status(), 200);
 }

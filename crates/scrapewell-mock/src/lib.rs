@@ -19,7 +19,7 @@
 //! | `ANY /status/{code}/{id}?retry_after=V&body=B&content_type=T` | always that status, with that body |
 //! | `ANY /redirect?to=URL&status=302` | a redirect to `to` |
 //! | `ANY /echo` | the request's method, path and headers as JSON |
-//! | `ANY /limited/{id}?rate=R&burst=B&headers=H&retry_after=1` | a GCRA limit of R requests a second (burst B, default 1) per client; 429 past it |
+//! | `ANY /limited/{id}?rate=R&burst=B&headers=H&retry_after=1` | a GCRA limit of R requests a second (0.001 to 10⁶, default 10; burst B from 1 to 10⁴, default 1) per client; 429 past it; 400 for R or B out of range |
 //! | `GET /docs/{id}?weak=1&churn=1` | a JSON document with a strong ETag (`W/` with `weak=1`); 404 when missing |
 //! | `PUT /docs/{id}?stale=409&require=1&delay_ms=M` | writes a JSON object under `If-Match` / `If-None-Match: *` (see below), answering M ms after it is applied |
 //! | `GET, PUT /couch/{db}/{id}?rev=R` | a CouchDB-shaped document: the version is `_rev` in the body |

@@ -395,6 +395,10 @@ fn with_retry_after(mut response: Response<Body>, value: Option<&String>) -> Res
 }
 
 /// A GCRA limit per client, announced in the header form the query asks for.
+const MIN_RATE: f64 = 0.001;
+const MAX_RATE: f64 = 1_000_000.0;
+const MAX_BURST: u64 = 10_000;
+
 fn limited(
     state: &State,
     path: &str,
@@ -402,16 +406,28 @@ fn limited(
     request: &Request<Incoming>,
     query: &HashMap<String, String>,
 ) -> Response<Body> {
-    let rate = query
-        .get("rate")
-        .and_then(|v| v.parse::<f64>().ok())
-        .filter(|r| *r > 0.0 && r.is_finite())
-        .unwrap_or(10.0);
-    let burst = query
-        .get("burst")
-        .and_then(|v| v.parse::<u64>().ok())
-        .unwrap_or(1)
-        .max(1);
+    // Bounded so that the limiter's arithmetic (an interval of 1/rate, a tolerance of burst
+    // intervals) stays far from overflowing.
+    let rate = match query.get("rate").map(|v| v.parse::<f64>()) {
+        None => 10.0,
+        Some(Ok(rate)) if (MIN_RATE..=MAX_RATE).contains(&rate) => rate,
+        Some(_) => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                "rate must be a number of requests a second from 0.001 to 1000000",
+            );
+        }
+    };
+    let burst = match query.get("burst").map(|v| v.parse::<u64>()) {
+        None => 1,
+        Some(Ok(burst)) if (1..=MAX_BURST).contains(&burst) => burst,
+        Some(_) => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                "burst must be a number of requests from 1 to 10000",
+            );
+        }
+    };
     let client = request
         .headers()
         .get("x-client")
