@@ -77,6 +77,17 @@ fn get(url: &str) -> Request<Bytes> {
     Request::get(url).body(Bytes::new()).unwrap()
 }
 
+/// Sends `n` requests to `url`, each once the last one is answered.
+async fn send_one_by_one<S>(service: &S, url: &str, n: usize)
+where
+    S: tower::Service<Request<Bytes>> + Clone,
+    S::Error: std::fmt::Debug,
+{
+    for _ in 0..n {
+        service.clone().oneshot(get(url)).await.unwrap();
+    }
+}
+
 fn arrivals(log: &Log, host: &str) -> Vec<Instant> {
     log.lock()
         .unwrap()
@@ -123,13 +134,7 @@ async fn the_quota_still_holds_when_a_slower_learned_pace_lifts() {
         .default_quota(per_second(10))
         .jitter(0.0)
         .layer(server(log.clone(), declares_2_then_100_a_second));
-    for _ in 0..3 {
-        service
-            .clone()
-            .oneshot(get("http://a.test/"))
-            .await
-            .unwrap();
-    }
+    send_one_by_one(&service, "http://a.test/", 3).await;
     let times = arrivals(&log, "a.test");
     assert_eq!(times[1] - times[0], Duration::from_millis(500));
     assert_paced(times[2] - times[1], Duration::from_millis(100), 1);
@@ -211,13 +216,7 @@ async fn rate_limit_headers_set_the_pace_before_any_refusal() {
                 ],
             )
         }));
-    for _ in 0..6 {
-        service
-            .clone()
-            .oneshot(get("http://a.test/"))
-            .await
-            .unwrap();
-    }
+    send_one_by_one(&service, "http://a.test/", 6).await;
     let times = arrivals(&log, "a.test");
     for pair in times.windows(2) {
         assert!(
@@ -243,16 +242,7 @@ async fn a_budget_at_zero_pauses_until_the_reset() {
                 ok()
             }
         }));
-    service
-        .clone()
-        .oneshot(get("http://a.test/"))
-        .await
-        .unwrap();
-    service
-        .clone()
-        .oneshot(get("http://a.test/"))
-        .await
-        .unwrap();
+    send_one_by_one(&service, "http://a.test/", 2).await;
     let times = arrivals(&log, "a.test");
     assert_eq!(times[1] - times[0], Duration::from_secs(3));
 }
@@ -500,13 +490,7 @@ async fn nothing_a_server_says_holds_a_host_back_longer_than_the_longest_pause()
             // Then nothing but bare refusals, each of which cuts the pace.
             _ => status(429, &[]),
         }));
-    for _ in 0..16 {
-        service
-            .clone()
-            .oneshot(get("http://a.test/"))
-            .await
-            .unwrap();
-    }
+    send_one_by_one(&service, "http://a.test/", 16).await;
     let times = arrivals(&log, "a.test");
     assert_eq!(times.len(), 16);
     for pair in times.windows(2) {
@@ -536,21 +520,11 @@ async fn settings_out_of_range_are_brought_within_it() {
         }));
     // A NaN jitter is none: the wait for the pause is exactly the server's second.
     let started = Instant::now();
-    for _ in 0..2 {
-        service
-            .clone()
-            .oneshot(get("http://a.test/"))
-            .await
-            .unwrap();
-    }
+    send_one_by_one(&service, "http://a.test/", 2).await;
     assert_eq!(started.elapsed(), Duration::from_secs(1));
     // A quota of one in the longest period there is lets the first request through, and holds
     // the next back.
-    service
-        .clone()
-        .oneshot(get("http://slow.test/"))
-        .await
-        .unwrap();
+    send_one_by_one(&service, "http://slow.test/", 1).await;
     let second = tokio::time::timeout(
         Duration::from_secs(3600),
         service.clone().oneshot(get("http://slow.test/")),
