@@ -297,7 +297,7 @@ impl Detector {
         if self.body.is_none() {
             return 0;
         }
-        self.body_window(status, headers.get(CONTENT_TYPE).map(|v| v.as_bytes()))
+        self.body_window(status, content_type(headers))
     }
 
     /// How much of the body to scan for a response of `status` and `content_type`: a 2xx can
@@ -338,6 +338,9 @@ impl Detector {
     /// The verdict from the matched rules: the vendor with a strong marker, or two weak ones,
     /// or a weak one and a hint; ties go to the vendor listed first.
     fn judge(&self, matched: &[usize]) -> Option<BlockVerdict> {
+        if matched.is_empty() {
+            return None;
+        }
         let mut best: Option<(usize, Tally)> = None;
         let any_vendor_hints = matched
             .iter()
@@ -448,6 +451,15 @@ impl Tally {
             (0.6 + extra(self.hint - 1)).min(0.7)
         }
     }
+}
+
+/// The first `Content-Type`, found by a walk over the headers: a response has a few dozen at
+/// most, and comparing a standard name costs less than hashing it for a lookup.
+fn content_type(headers: &HeaderMap) -> Option<&[u8]> {
+    headers
+        .iter()
+        .find(|(name, _)| **name == CONTENT_TYPE)
+        .map(|(_, value)| value.as_bytes())
 }
 
 /// The bit of `name` in a header filter: from its length and last byte, which tell most of the
