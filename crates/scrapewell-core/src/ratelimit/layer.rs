@@ -137,7 +137,7 @@ impl RateLimitLayer {
             rules: Vec::new(),
             default: None,
             key_by: KeyBy::default(),
-            jitter: 0.05,
+            jitter: 0.01,
         }
     }
 
