@@ -403,6 +403,35 @@ async fn key_is_the_same_on_every_attempt_and_absent_on_get() {
 }
 
 #[tokio::test]
+async fn a_write_answered_with_303_is_read_with_a_get_through_further_redirects() {
+    let server = MockServer::start().await.unwrap();
+    let client = fast_client().build().unwrap();
+    // 303 to a 302 to /echo; the second redirect is the first one's encoded `to`.
+    let see_other = server.url("/redirect?status=303&to=/redirect%3Fstatus%3D302%26to%3D/echo");
+    let response = client
+        .post(see_other)
+        .header("content-type", "text/plain")
+        .body("a form")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        200,
+        "the 302 after the 303 is followed too"
+    );
+    assert_eq!(response.url().path(), "/echo");
+    let echoed: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(echoed["method"], "GET");
+    let headers = &echoed["headers"];
+    assert!(
+        headers.get("idempotency-key").is_none(),
+        "a GET carries no key"
+    );
+    assert!(headers.get("content-type").is_none());
+}
+
+#[tokio::test]
 async fn the_key_never_follows_a_redirect_to_another_origin() {
     let origin = MockServer::start().await.unwrap();
     let other = MockServer::start().await.unwrap();

@@ -368,7 +368,10 @@ impl ClientBuilder {
         self
     }
 
-    /// Redirects followed per attempt (0: hand 3xx responses to the caller).
+    /// Redirects followed per attempt (0: hand 3xx responses to the caller). A 303, and a
+    /// POST's 301 or 302, are followed with a GET that has no body and no idempotency key; a
+    /// 307 or 308 sends the request again as it was (a streamed body cannot be: that redirect
+    /// is handed to the caller).
     pub fn max_redirects(mut self, redirects: usize) -> Self {
         self.max_redirects = redirects;
         self
@@ -486,7 +489,7 @@ impl ClientBuilder {
         let transport = Transport::new(TransportConfig {
             max_redirects: self.max_redirects,
             max_body: self.max_body_size,
-            origin_bound: vec![self.keys.header.clone()],
+            idempotency_key: self.keys.header.clone(),
             settings: self.http,
         })
         .map_err(|e| Error::Config {

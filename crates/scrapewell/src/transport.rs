@@ -178,8 +178,9 @@ const MAX_PROXY_CLIENTS: usize = 256;
 pub(crate) struct TransportConfig {
     pub(crate) max_redirects: usize,
     pub(crate) max_body: u64,
-    /// Headers that never follow a redirect to another origin.
-    pub(crate) origin_bound: Vec<HeaderName>,
+    /// The idempotency key's header: it never follows a redirect to another origin, nor onto
+    /// the GET that a 303 turns a write into.
+    pub(crate) idempotency_key: HeaderName,
     pub(crate) settings: HttpSettings,
 }
 
@@ -286,10 +287,16 @@ async fn exchange(
             || (matches!(status, StatusCode::MOVED_PERMANENTLY | StatusCode::FOUND)
                 && method == Method::POST)
         {
-            method = Method::GET;
-            replay = None;
-            headers.remove(CONTENT_TYPE);
-            headers.remove(CONTENT_LENGTH);
+            // A 303 is followed with a GET (a HEAD stays one: RFC 9110, 15.4.4), and so is a
+            // POST's 301 or 302, as browsers do. What follows is a read: no body, which a later
+            // redirect can send again, and no idempotency key, which a GET never carries.
+            if method != Method::HEAD {
+                method = Method::GET;
+            }
+            replay = Some(Bytes::new());
+            for name in [&CONTENT_TYPE, &CONTENT_LENGTH, &config.idempotency_key] {
+                headers.remove(name);
+            }
         } else if let Some(bytes) = &replay {
             body = (!bytes.is_empty()).then(|| bytes.clone().into());
         } else {
@@ -297,10 +304,12 @@ async fn exchange(
             break response;
         }
         if next.origin() != response.url().origin() {
-            for name in [AUTHORIZATION, COOKIE, PROXY_AUTHORIZATION]
-                .iter()
-                .chain(&config.origin_bound)
-            {
+            for name in [
+                &AUTHORIZATION,
+                &COOKIE,
+                &PROXY_AUTHORIZATION,
+                &config.idempotency_key,
+            ] {
                 headers.remove(name);
             }
         }
@@ -431,7 +440,7 @@ mod tests {
         let transport = Transport::new(TransportConfig {
             max_redirects: 10,
             max_body: 1 << 20,
-            origin_bound: Vec::new(),
+            idempotency_key: HeaderName::from_static("idempotency-key"),
             settings: HttpSettings {
                 user_agent: None,
                 default_headers: HeaderMap::new(),
