@@ -102,16 +102,22 @@ async fn eight_hosts_keep_their_own_pace_and_a_slow_one_holds_no_other_back() {
     }
 }
 
+/// A client told 200 requests a second, ten times the mock's limit, with attempts enough for
+/// every request to get through.
+fn ten_times_the_limit() -> scrapewell::Client {
+    fast_client()
+        .rate_limit(200.0)
+        .max_attempts(10)
+        .build()
+        .expect("a client")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_times_the_limit_with_rate_limit_headers_is_at_most_5_percent_refused() {
     let _turn = ONE_AT_A_TIME.lock().await;
     for form in ["draft", "legacy", "x"] {
         let server = MockServer::start_dedicated(LOOPBACK).unwrap();
-        let client = fast_client()
-            .rate_limit(200.0)
-            .max_attempts(10)
-            .build()
-            .unwrap();
+        let client = ten_times_the_limit();
         let url = server.url(&format!(
             "/limited/headers?rate=20&burst=20&headers={form}&retry_after=1"
         ));
@@ -137,32 +143,37 @@ async fn ten_times_the_limit_with_rate_limit_headers_is_at_most_5_percent_refuse
 async fn ten_times_the_limit_without_headers_adapts_to_at_most_10_percent_refused_and_70_percent_of_the_rate()
  {
     let _turn = ONE_AT_A_TIME.lock().await;
-    let server = MockServer::start_dedicated(LOOPBACK).unwrap();
-    let client = fast_client()
-        .rate_limit(200.0)
-        .max_attempts(10)
-        .build()
-        .unwrap();
-    // One request at a time, as a crawler that knows nothing of a host should begin (as against
-    // nginx in tests/tests/nginx.rs).
-    crawl(&client, &server.url("/limited/bare?rate=20"), 200, 1).await;
-    let limits = server.limits("/limited/bare");
-    let total = limits.accepted + limits.refused;
-    let rate = limits.rate.unwrap();
-    let stats = client.host_stats(server.base_url()).unwrap();
-    println!(
-        "bare 429s: {} accepted, {} refused, {rate:.2}/s; pace learned {:?}; per second {:?}",
-        limits.accepted, limits.refused, stats.interval, limits.per_second
-    );
-    assert_eq!(limits.accepted, 200, "all complete");
-    assert!(
-        limits.refused * 10 <= total,
-        "{} of {total} refused",
-        limits.refused
-    );
-    assert!(
-        rate >= 0.70 * 20.0,
-        "{rate:.2}/s is below 70% of the server's limit"
-    );
-    assert_eq!(stats.refusals as u64, limits.refused);
+    // One at a time, as a crawler that knows nothing of a host might begin, and eight, the
+    // default bound per host (as against nginx in tests/tests/nginx.rs).
+    for concurrency in [1, 8] {
+        let server = MockServer::start_dedicated(LOOPBACK).unwrap();
+        let client = ten_times_the_limit();
+        crawl(
+            &client,
+            &server.url("/limited/bare?rate=20"),
+            200,
+            concurrency,
+        )
+        .await;
+        let limits = server.limits("/limited/bare");
+        let total = limits.accepted + limits.refused;
+        let rate = limits.rate.unwrap();
+        let stats = client.host_stats(server.base_url()).unwrap();
+        println!(
+            "bare 429s, {concurrency} at a time: {} accepted, {} refused, {rate:.2}/s; pace \
+             learned {:?}; per second {:?}",
+            limits.accepted, limits.refused, stats.interval, limits.per_second
+        );
+        assert_eq!(limits.accepted, 200, "all complete");
+        assert!(
+            limits.refused * 10 <= total,
+            "{concurrency} at a time: {} of {total} refused",
+            limits.refused
+        );
+        assert!(
+            rate >= 0.70 * 20.0,
+            "{concurrency} at a time: {rate:.2}/s is below 70% of the server's limit"
+        );
+        assert_eq!(stats.refusals as u64, limits.refused);
+    }
 }

@@ -407,7 +407,8 @@ impl ClientBuilder {
         self
     }
 
-    /// Requests in flight at once per host (8 by default, as Scrapy's).
+    /// Requests in flight at once per host (8 by default, as Scrapy's). A host starts with one
+    /// and gets one more place for each accepted response, up to this bound.
     pub fn max_in_flight_per_host(mut self, requests: u32) -> Self {
         self.hosts = self.hosts.max_in_flight(requests);
         self

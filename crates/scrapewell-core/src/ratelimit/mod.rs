@@ -9,8 +9,12 @@
 //! - 429 or 503 with `Retry-After` pauses the host until then;
 //! - `RateLimit` / `RateLimit-Policy` (every draft generation) and `X-RateLimit-*` slow the pace
 //!   before the server has to refuse;
-//! - refusals without any header cut the pace in half (once per round trip) and clean stretches
-//!   let it creep back up, never above the configured quota (AIMD).
+//! - refusals without any header cut the pace (once per round trip; requests waiting for slots
+//!   in the old pace take new ones) and clean stretches let it creep back up, never above the
+//!   configured quota (AIMD).
+//!
+//! A host starts with one request in flight and gets one more place for each accepted response,
+//! up to the bound (slow start), so that a burst does not meet a host whose limit is unknown.
 //!
 //! The state lives in a [`HostTable`] shared by every request of the client; its memory is
 //! bounded. Waits for a pause or a learned pace get a jitter of up to 1%, so that clients
@@ -51,7 +55,7 @@ pub use layer::{InvalidPattern, KeyBy, KeyFn, RateLimitLayer};
 pub use table::{HostKey, HostStats, HostTable, TableSettings};
 
 use layer::{Limiter, Shared};
-use table::Admission;
+use table::{Admission, nanos};
 
 /// Waits for each request's turn at its host (see the [module docs](self)).
 ///
@@ -150,16 +154,17 @@ async fn wait_for_turn(
         match admission {
             Admission::Admitted { slot, wait } => {
                 let mut turn = Turn::new(&shared, key, slot, limiter.as_deref());
+                turn.paced_at = slot - nanos(wait);
                 if !wait.is_zero() {
                     shared.sleep(wait).await;
                 }
                 loop {
-                    match table.leave(&key, turn.quota_interval) {
+                    match table.leave(&key, turn.quota_interval, &mut turn.paced_at) {
                         Ok(left) => {
                             turn.admitted = left;
                             return turn;
                         }
-                        Err(paused) => shared.sleep(paused).await,
+                        Err(wait) => shared.sleep(wait).await,
                     }
                 }
             }
@@ -182,6 +187,8 @@ pub(crate) struct Turn {
     key: HostKey,
     /// When the request left: its slot, or later when its task woke late.
     admitted: u64,
+    /// When its slot was given, under the pace of that moment.
+    paced_at: u64,
     quota_interval: u64,
     done: bool,
 }
@@ -192,6 +199,7 @@ impl Turn {
             shared: Arc::clone(shared),
             key,
             admitted,
+            paced_at: admitted,
             quota_interval: limiter.map_or(0, Limiter::interval_nanos),
             done: false,
         }
@@ -205,18 +213,26 @@ impl Turn {
         }
         self.done = true;
         let response = response.map(|r| (r.status(), r.headers()));
-        self.shared
-            .table
-            .complete(&self.key, self.admitted, response, self.quota_interval);
+        self.shared.table.complete(
+            &self.key,
+            self.admitted,
+            self.paced_at,
+            response,
+            self.quota_interval,
+        );
     }
 }
 
 impl Drop for Turn {
     fn drop(&mut self) {
         if !self.done {
-            self.shared
-                .table
-                .complete(&self.key, self.admitted, None, self.quota_interval);
+            self.shared.table.complete(
+                &self.key,
+                self.admitted,
+                self.paced_at,
+                None,
+                self.quota_interval,
+            );
         }
     }
 }

@@ -13,7 +13,7 @@ use super::ServerLimit;
 use super::layer::Limiter;
 
 const SHARDS: usize = 32;
-/// The window over which the rate a host accepts is measured: one second.
+/// The shortest window over which the rate a host accepts is measured: one second.
 const WINDOW: u64 = 1_000_000_000;
 /// Each shard looks for idle hosts after this many new ones.
 const SWEEP_EVERY: u32 = 1024;
@@ -52,7 +52,8 @@ pub struct TableSettings {
     pub idle_ttl: Duration,
     /// At most this many hosts are kept (100,000).
     pub max_hosts: usize,
-    /// Requests in flight per host (8).
+    /// Requests in flight per host (8); a host starts with one and gets one more place for
+    /// each accepted response, up to this bound.
     pub max_in_flight: u32,
     /// The longest a server can hold a host's requests back (60 s): a pause through
     /// `Retry-After` or a reset, and the spacing its rate-limit headers or refusals lead to.
@@ -293,7 +294,10 @@ struct HostState {
     refusals: u32,
     clean: u32,
     /// Clean stretches past the plateau since the last cut.
-    probes: u32,
+    probes: u16,
+    /// Responses accepted so far, while fewer than the in-flight bound: the host's window of
+    /// requests in flight opens one place with each, from one.
+    opened: u16,
 }
 
 impl HostTable {
@@ -372,7 +376,7 @@ impl HostTable {
             if state.paused_until > now {
                 return Admission::Paused(Duration::from_nanos(state.paused_until - now));
             }
-            if state.in_flight >= settings.max_in_flight {
+            if state.in_flight >= state.window(settings) {
                 let released = state.released.get_or_insert_with(Arc::default);
                 return Admission::Busy(Arc::clone(released));
             }
@@ -407,17 +411,36 @@ impl HostTable {
         })
     }
 
-    /// A request that waited for its slot leaves now, and this is when (`Err`: how long the host
-    /// is paused, a pause that began while it waited). A request woken later than its slot (a
-    /// busy machine, a late timer) moves the host's pace on to now, so that the next one keeps
-    /// its interval from when this one really left, not from the slot it missed.
-    /// `quota_interval` is the spacing of the host's quota (0 when it has none), whose
-    /// theoretical arrival time moves on with it.
-    pub(crate) fn leave(&self, key: &HostKey, quota_interval: u64) -> Result<u64, Duration> {
+    /// A request that waited for its slot leaves now, and this is when (`Err`: how much longer
+    /// it must wait). It waits on while the host is paused (a pause that began while it
+    /// waited), and a request whose slot was given (at `paced_at`) under a pace cut since then
+    /// takes a new slot in the new pace, with `paced_at` moved to now: left at their old slots,
+    /// the requests queued behind a refusal would each be refused in turn. A request woken
+    /// later than its slot (a busy machine, a late timer) moves the host's pace on to now, so
+    /// that the next one keeps its interval from when this one really left, not from the slot
+    /// it missed. `quota_interval` is the spacing of the host's quota (0 when it has none),
+    /// whose theoretical arrival time moves on with it.
+    pub(crate) fn leave(
+        &self,
+        key: &HostKey,
+        quota_interval: u64,
+        paced_at: &mut u64,
+    ) -> Result<u64, Duration> {
         let now = self.now();
         self.with_host(key, now, |state, _| {
             if state.paused_until > now {
                 return Err(Duration::from_nanos(state.paused_until - now));
+            }
+            if *paced_at < state.last_cut {
+                *paced_at = now;
+                let slot = state
+                    .last_admit
+                    .saturating_add(state.interval(now))
+                    .max(now);
+                state.last_admit = slot;
+                if slot > now {
+                    return Err(Duration::from_nanos(slot - now));
+                }
             }
             state.last_admit = state.last_admit.max(now);
             if quota_interval > 0 {
@@ -428,27 +451,38 @@ impl HostTable {
         })
     }
 
-    /// A request admitted at `admitted` is done; `response` is what it got, if anything.
-    /// `quota_interval` is the spacing of the host's configured quota (0 when it has none).
+    /// A request that left at `admitted`, in the pace of `paced_at`, is done; `response` is what
+    /// it got, if anything. `quota_interval` is the spacing of the host's configured quota (0
+    /// when it has none).
     pub(crate) fn complete(
         &self,
         key: &HostKey,
         admitted: u64,
+        paced_at: u64,
         response: Option<(http::StatusCode, &http::HeaderMap)>,
         quota_interval: u64,
     ) {
         self.with_host(key, admitted, |state, settings| {
             state.in_flight = state.in_flight.saturating_sub(1);
+            let opens = response.is_some_and(|(status, _)| !is_refusal(status))
+                && state.window(settings) < settings.max_in_flight;
+            if opens {
+                state.opened = state.opened.saturating_add(1);
+            }
             if let Some(released) = &state.released {
-                // One place is free: one waiter takes it (or, if none is waiting yet, the next
-                // one to look finds the permit).
+                // A place is free (two, when the window opened): one waiter takes each (or, if
+                // none is waiting yet, the next one to look finds the permit).
                 released.notify_one();
+                if opens {
+                    released.notify_one();
+                }
             }
             if let Some((status, headers)) = response {
                 state.learn(
                     status,
                     headers,
                     admitted,
+                    paced_at,
                     quota_interval,
                     || self.now(),
                     settings,
@@ -511,19 +545,32 @@ impl HostTable {
 }
 
 impl HostState {
+    /// The requests the host may have in flight: one at first, and one more with each accepted
+    /// response up to the bound (as TCP's slow start, doubling every round trip). A burst of
+    /// the whole bound to a host that allows one request at a time would be refused all but
+    /// once before its first answer could slow the pace.
+    fn window(&self, settings: &TableSettings) -> u32 {
+        (u32::from(self.opened) + 1).min(settings.max_in_flight)
+    }
+
     /// The spacing the learned pace asks for now, beyond the quota.
     fn interval(&self, now: u64) -> u64 {
         let hint = if now < self.hint_until { self.hint } else { 0 };
         self.backoff.max(self.declared).max(hint)
     }
 
-    /// Learns from the response to a request admitted at `admitted`; `clock` reads the time,
-    /// for the responses that need it.
+    /// Learns from the response to a request that left at `admitted`, spaced by the pace of
+    /// `paced_at`; `clock` reads the time, for the responses that need it.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "each is one figure of the response's request; a struct would only rename them"
+    )]
     fn learn(
         &mut self,
         status: http::StatusCode,
         headers: &http::HeaderMap,
         admitted: u64,
+        paced_at: u64,
         quota_interval: u64,
         clock: impl FnOnce() -> u64,
         settings: &TableSettings,
@@ -571,9 +618,9 @@ impl HostState {
         {
             self.pause_until(now.saturating_add(nanos(delay).min(max_pause)));
         }
-        // Multiplicative decrease. Refusals of requests sent under the pace before the last cut
+        // Multiplicative decrease. Refusals of requests spaced by the pace before the last cut
         // say nothing about the new pace: cut once per round trip.
-        if admitted >= self.last_cut {
+        if paced_at >= self.last_cut {
             let current = self
                 .interval(now)
                 .max(quota_interval)
@@ -595,18 +642,23 @@ impl HostState {
             };
             // A host that refuses everything is still tried now and then, not parked for ever.
             self.backoff = backoff.min(max_pause);
+            // The slots given under the old pace are taken back (see `leave`): the next one is
+            // a new interval from now.
+            self.last_admit = self.last_admit.min(now);
             self.last_cut = now;
             self.last_step = now;
             self.probes = 0;
         }
     }
 
-    /// Counts an accepted response in the current window of one second.
+    /// Counts an accepted response in the current window: a second, or as long as it takes
+    /// the host to accept two requests, so that a host slower than one a second is measured
+    /// too (unmeasured, each of its refusals would quarter the pace).
     fn count_accepted(&mut self, now: u64) {
-        if self.window_start == 0 || now.saturating_sub(self.window_start) >= WINDOW {
-            if self.window_start > 0 && self.window_accepted > 1 {
-                self.delivered_every =
-                    now.saturating_sub(self.window_start) / u64::from(self.window_accepted);
+        let elapsed = now.saturating_sub(self.window_start);
+        if self.window_start == 0 || (elapsed >= WINDOW && self.window_accepted >= 2) {
+            if self.window_start > 0 {
+                self.delivered_every = elapsed / u64::from(self.window_accepted);
             }
             self.window_start = now;
             self.window_accepted = 0;
@@ -637,16 +689,20 @@ impl HostState {
             return;
         }
         self.clean += 1;
-        // A stretch is a number of clean responses, or half a second of them at a slow pace.
-        let long_enough = self.clean >= 2 && now.saturating_sub(self.last_step) >= WINDOW / 2;
+        let rate = 1e9 / self.backoff as f64;
+        let refused_rate = 1e9 / self.refused_at.max(1) as f64;
+        let plateau = 0.98 * refused_rate;
+        // A stretch is a number of clean responses. Below the plateau it is also half a second
+        // of them, so that a slow host climbs back from a deep cut in seconds; past it, where
+        // each step probes the server's limit, only the number counts: by the clock, a host
+        // that allows three requests a second would be probed every other request.
+        let long_enough =
+            rate < plateau && self.clean >= 2 && now.saturating_sub(self.last_step) >= WINDOW / 2;
         if self.clean < settings.clean_stretch && !long_enough {
             return;
         }
         self.clean = 0;
         self.last_step = now;
-        let rate = 1e9 / self.backoff as f64;
-        let refused_rate = 1e9 / self.refused_at.max(1) as f64;
-        let plateau = 0.98 * refused_rate;
         // Past the plateau, each clean stretch doubles the step (up to 32×): a refusal caused
         // by a passing hiccup must not hold the pace low for long.
         let probe = if rate >= plateau {

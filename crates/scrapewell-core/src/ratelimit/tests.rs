@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::future::join_all;
+use futures_util::{StreamExt, stream};
 use http::{Request, Response, StatusCode};
 use tokio::time::Instant;
 use tower::{BoxError, Layer, ServiceExt};
@@ -314,6 +315,73 @@ async fn refusals_without_headers_cut_the_pace_and_clean_stretches_restore_it() 
 }
 
 #[tokio::test(start_paused = true)]
+async fn eight_at_a_time_adapt_to_a_strict_server_as_one_at_a_time_do() {
+    for limit in [1, 3, 10, 40] {
+        let (log, refused) = (Log::default(), Arc::new(Mutex::new(0)));
+        let interval = Duration::from_secs(1) / limit;
+        let inner = strict_server(log.clone(), interval, refused.clone());
+        let table = Arc::new(HostTable::new(TableSettings::default().max_in_flight(8)));
+        let service = RateLimitLayer::new(table)
+            .default_quota(per_second(10 * limit))
+            .jitter(0.0)
+            .layer(inner);
+        // Requests queued behind a refusal were given slots in the pace it cut: left at them,
+        // each would be refused and cut the pace again, down to a request a minute.
+        let sent = 220;
+        let statuses: Vec<StatusCode> = stream::iter(0..sent)
+            .map(|_| service.clone().oneshot(get("http://a.test/")))
+            .buffer_unordered(8)
+            .map(|response| response.unwrap().status())
+            .collect()
+            .await;
+        let refused = *refused.lock().unwrap();
+        assert_eq!(
+            statuses.iter().filter(|s| !s.is_success()).count() as u32,
+            refused
+        );
+        let times = arrivals(&log, "a.test");
+        let rate = (times.len() - 1) as f64 / (times[times.len() - 1] - times[0]).as_secs_f64();
+        println!("{sent} sent 8 at a time, {refused} refused, {rate:.2}/s against {limit}/s");
+        assert!(
+            f64::from(refused) <= 0.10 * f64::from(sent),
+            "{refused} of {sent} refused at {limit}/s"
+        );
+        assert!(
+            rate >= 0.7 * f64::from(limit),
+            "rate {rate:.2}/s below 70% of {limit}/s"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_new_host_gets_one_request_then_one_more_for_each_answer() {
+    let log = Log::default();
+    let arrivals_log = log.clone();
+    let inner = tower::service_fn(move |_: Request<Bytes>| {
+        arrivals_log
+            .lock()
+            .unwrap()
+            .push(("a.test".into(), Instant::now()));
+        async {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            Ok::<_, BoxError>(ok())
+        }
+    });
+    let table = Arc::new(HostTable::new(TableSettings::default().max_in_flight(8)));
+    let service = RateLimitLayer::new(table).layer(inner);
+    let started = Instant::now();
+    join_all((0..23).map(|_| service.clone().oneshot(get("http://a.test/")))).await;
+    let mut per_round = vec![0; 4];
+    for arrival in arrivals(&log, "a.test") {
+        let round = ((arrival - started).as_millis() / 10) as usize;
+        per_round.resize(per_round.len().max(round + 1), 0);
+        per_round[round] += 1;
+    }
+    // Each answer opens a place: the window doubles every round trip, up to the bound.
+    assert_eq!(per_round, [1, 2, 4, 8, 8]);
+}
+
+#[tokio::test(start_paused = true)]
 async fn requests_in_flight_per_host_are_bounded() {
     let in_flight = Arc::new(Mutex::new((0u32, 0u32)));
     let counter = in_flight.clone();
@@ -442,7 +510,7 @@ async fn a_million_hosts_keep_the_table_within_its_bound() {
     );
     for n in 0..1_000_000u32 {
         let key = HostKey::new(&format!("host-{n}.test:443"));
-        assert!(table.leave(&key, 0).is_ok());
+        assert!(table.leave(&key, 0, &mut 0).is_ok());
         if n % 1000 == 0 {
             tokio::time::advance(Duration::from_millis(100)).await;
         }
