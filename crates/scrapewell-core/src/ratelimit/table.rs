@@ -477,10 +477,9 @@ impl HostTable {
                     released.notify_one();
                 }
             }
-            if let Some((status, headers)) = response {
+            if let Some(response) = response {
                 state.learn(
-                    status,
-                    headers,
+                    response,
                     admitted,
                     paced_at,
                     quota_interval,
@@ -561,14 +560,9 @@ impl HostState {
 
     /// Learns from the response to a request that left at `admitted`, spaced by the pace of
     /// `paced_at`; `clock` reads the time, for the responses that need it.
-    #[expect(
-        clippy::too_many_arguments,
-        reason = "each is one figure of the response's request; a struct would only rename them"
-    )]
     fn learn(
         &mut self,
-        status: http::StatusCode,
-        headers: &http::HeaderMap,
+        (status, headers): (http::StatusCode, &http::HeaderMap),
         admitted: u64,
         paced_at: u64,
         quota_interval: u64,
