@@ -115,26 +115,39 @@ fn ten_times_the_limit() -> scrapewell::Client {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_times_the_limit_with_rate_limit_headers_is_at_most_5_percent_refused() {
     let _turn = ONE_AT_A_TIME.lock().await;
-    for form in ["draft", "legacy", "x"] {
+    // A burst of 20, and none: a server that refills one request every 50 ms says after each
+    // that none remain until the next whole second, which is no reason to wait a second.
+    for (form, burst) in [
+        ("draft", 20),
+        ("legacy", 20),
+        ("x", 20),
+        ("draft", 1),
+        ("legacy", 1),
+        ("x", 1),
+    ] {
         let server = MockServer::start_dedicated(LOOPBACK).unwrap();
         let client = ten_times_the_limit();
         let url = server.url(&format!(
-            "/limited/headers?rate=20&burst=20&headers={form}&retry_after=1"
+            "/limited/headers?rate=20&burst={burst}&headers={form}&retry_after=1"
         ));
         crawl(&client, &url, 100, 4).await;
         let limits = server.limits("/limited/headers");
         let total = limits.accepted + limits.refused;
+        let rate = limits.rate.unwrap_or(0.0);
         println!(
-            "{form}: {} accepted, {} refused, {:.2}/s",
-            limits.accepted,
-            limits.refused,
-            limits.rate.unwrap_or(0.0)
+            "{form}, burst {burst}: {} accepted, {} refused, {rate:.2}/s",
+            limits.accepted, limits.refused,
         );
         assert_eq!(limits.accepted, 100, "{form}: all complete");
         assert!(
             limits.refused * 20 <= total,
-            "{form}: {} of {total} refused",
+            "{form}, burst {burst}: {} of {total} refused",
             limits.refused
+        );
+        // Loosely: a refusal costs the second its Retry-After asks for.
+        assert!(
+            rate >= 10.0,
+            "{form}, burst {burst}: {rate:.2}/s against 20/s"
         );
     }
 }

@@ -44,6 +44,9 @@ pub struct ServerLimit {
     pub reset: Option<Duration>,
     /// The quota: this many units per window.
     pub policy: Option<(u64, Duration)>,
+    /// The quota as the older forms name it (`limit=`, `RateLimit-Limit`, `X-RateLimit-Limit`),
+    /// whose window they do not give.
+    pub limit: Option<u64>,
 }
 
 impl ServerLimit {
@@ -87,6 +90,47 @@ impl ServerLimit {
         self.policy
             .filter(|(q, _)| *q > 0)
             .map(|(q, w)| w / q.min(u32::MAX as u64) as u32)
+    }
+
+    /// How long a client should hold its requests back once none remain: until the reset. A
+    /// reset of a second or less is the header's whole-second rounding of a wait that may be far
+    /// shorter (a server that refills one request every 50 ms says `r=0;t=1` after each): then
+    /// the spacing of the quota, when the headers give it (the policy's window over its quota,
+    /// or a second over the limit). `None` while units remain or without a reset.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::time::{Duration, SystemTime};
+    /// use http::{HeaderMap, HeaderValue};
+    /// use scrapewell_core::ratelimit::ServerLimit;
+    ///
+    /// let mut headers = HeaderMap::new();
+    /// headers.insert("ratelimit-limit", HeaderValue::from_static("20"));
+    /// headers.insert("ratelimit-remaining", HeaderValue::from_static("0"));
+    /// headers.insert("ratelimit-reset", HeaderValue::from_static("1"));
+    /// let limit = ServerLimit::from_headers(&headers, SystemTime::now()).unwrap();
+    /// assert_eq!(limit.exhausted_wait(), Some(Duration::from_millis(50)));
+    ///
+    /// headers.insert("ratelimit-reset", HeaderValue::from_static("30"));
+    /// let limit = ServerLimit::from_headers(&headers, SystemTime::now()).unwrap();
+    /// assert_eq!(limit.exhausted_wait(), Some(Duration::from_secs(30)));
+    /// ```
+    pub fn exhausted_wait(&self) -> Option<Duration> {
+        const RESOLUTION: Duration = Duration::from_secs(1);
+        if self.remaining != Some(0) {
+            return None;
+        }
+        let reset = self.reset?;
+        if reset > RESOLUTION {
+            return Some(reset);
+        }
+        let spacing = self.declared_interval().or_else(|| {
+            self.limit
+                .filter(|limit| *limit > 0)
+                .map(|limit| RESOLUTION / limit.min(u32::MAX as u64) as u32)
+        });
+        Some(spacing.map_or(reset, |spacing| spacing.min(RESOLUTION)))
     }
 
     /// The time to the reset spread evenly over the units that remain; `None` when none remain
@@ -194,6 +238,7 @@ fn apply_separate(
     if remaining.is_some() || quota.is_some() {
         limit.remaining = remaining;
         limit.reset = reset;
+        limit.limit = quota;
         // Older generations give the quota but not its window; the reset of a full window is
         // the best estimate there is.
         if let (Some(q), Some(r), Some(reset)) = (quota, remaining, reset)
@@ -335,6 +380,44 @@ mod tests {
         .unwrap();
         assert_eq!(l.policy, Some((60, secs(60))));
         assert_eq!(l.interval(), Some(secs(1)));
+    }
+
+    #[test]
+    fn a_spent_budget_is_waited_for_until_the_reset_or_by_the_quota_within_a_second() {
+        let wait = |pairs: &[(&str, &str)]| limit(pairs).unwrap().exhausted_wait();
+        let policy = ("ratelimit-policy", "\"default\";q=20;w=1");
+        assert_eq!(
+            wait(&[("ratelimit", "\"default\";r=0;t=1"), policy]),
+            Some(Duration::from_millis(50))
+        );
+        assert_eq!(
+            wait(&[("ratelimit", "\"default\";r=0;t=0"), policy]),
+            Some(Duration::from_millis(50)),
+            "a reset rounded down to 0"
+        );
+        assert_eq!(
+            wait(&[("ratelimit", "\"default\";r=0;t=2"), policy]),
+            Some(secs(2))
+        );
+        assert_eq!(
+            wait(&[("ratelimit", "limit=4, remaining=0, reset=1")]),
+            Some(Duration::from_millis(250))
+        );
+        assert_eq!(
+            wait(&[("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", "1")]),
+            Some(secs(1)),
+            "no quota to estimate by"
+        );
+        assert_eq!(
+            wait(&[
+                ("ratelimit", "\"default\";r=0;t=1"),
+                ("ratelimit-policy", "\"d\";q=1;w=60")
+            ]),
+            Some(secs(1)),
+            "never longer than the reset's rounding"
+        );
+        assert_eq!(wait(&[("ratelimit", "\"default\";r=1;t=1"), policy]), None);
+        assert_eq!(wait(&[("x-ratelimit-remaining", "0")]), None);
     }
 
     #[test]

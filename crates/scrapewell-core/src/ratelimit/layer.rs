@@ -11,7 +11,7 @@ use governor::state::{NotKeyed, StateStore};
 use http::Uri;
 use tower::Layer;
 
-use super::table::{name_words, nanos, share_within};
+use super::table::{MARGIN, name_words, nanos, share_within};
 use super::{HostKey, HostTable, Quota, RateLimit};
 
 /// Applies [`RateLimit`] to a service: quotas per host pattern, on one shared [`HostTable`].
@@ -173,10 +173,6 @@ impl RateLimitLayer {
         &self.table
     }
 }
-
-/// How much slower than its quota a host is paced: a server whose clock counts whole
-/// milliseconds (nginx's `limit_req`) must never see a request early.
-const MARGIN: f64 = 0.02;
 
 impl Limiter {
     fn new(quota: Quota) -> Limiter {

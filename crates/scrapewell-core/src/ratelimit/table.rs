@@ -288,6 +288,8 @@ struct HostState {
     last_cut: u64,
     /// When the pace last stepped up.
     last_step: u64,
+    /// When the last request that waited for its slot left.
+    last_left: u64,
     /// The spacing of the accepted requests in the last whole window.
     delivered_every: u64,
     window_refused: u32,
@@ -431,17 +433,22 @@ impl HostTable {
             if state.paused_until > now {
                 return Err(Duration::from_nanos(state.paused_until - now));
             }
+            let interval = state.interval(now);
             if *paced_at < state.last_cut {
                 *paced_at = now;
-                let slot = state
-                    .last_admit
-                    .saturating_add(state.interval(now))
-                    .max(now);
+                let slot = state.last_admit.saturating_add(interval).max(now);
                 state.last_admit = slot;
                 if slot > now {
                     return Err(Duration::from_nanos(slot - now));
                 }
             }
+            // Slots were given an interval apart: behind one that left late, keep the interval
+            // from when it left.
+            let earliest = state.last_left.saturating_add(interval);
+            if state.last_left > 0 && earliest > now {
+                return Err(Duration::from_nanos(earliest - now));
+            }
+            state.last_left = now;
             state.last_admit = state.last_admit.max(now);
             if quota_interval > 0 {
                 // Stored plus one; as governor would have it had the request been checked now.
@@ -583,18 +590,32 @@ impl HostState {
         };
         if let Some(limit) = limit {
             if let Some(declared) = limit.declared_interval() {
-                self.declared = nanos(declared).min(max_pause);
+                self.declared = with_margin(nanos(declared)).min(max_pause);
             }
             if let Some(reset) = limit.reset {
                 match limit.spread_interval() {
                     Some(spread) => {
-                        self.hint = nanos(spread).min(max_pause);
+                        self.hint = with_margin(nanos(spread)).min(max_pause);
                         self.hint_until = now.saturating_add(nanos(reset));
                     }
-                    None if limit.remaining == Some(0) => {
-                        self.pause_until(now.saturating_add(nanos(reset).min(max_pause)))
+                    None => {
+                        if let Some(wait) = limit.exhausted_wait() {
+                            if wait == reset {
+                                self.pause_until(now.saturating_add(nanos(wait).min(max_pause)));
+                            } else {
+                                // The spacing of the quota paces the next requests, as a
+                                // quota does (a pause would release every request waiting for
+                                // its end at once). The next slot is one spacing after this
+                                // answer at the earliest: the server counted the request when
+                                // it arrived, which may have been well after it left (a new
+                                // connection), and was no later than now.
+                                let wait = with_margin(nanos(wait)).min(max_pause);
+                                self.hint = wait;
+                                self.hint_until = now.saturating_add(wait.max(nanos(reset)));
+                                self.last_admit = self.last_admit.max(now);
+                            }
+                        }
                     }
-                    None => {}
                 }
             }
         }
@@ -744,6 +765,16 @@ impl Hasher for Prehashed {
     fn write_u64(&mut self, n: u64) {
         self.0 = n;
     }
+}
+
+/// How much slower than a server's limit a host is paced: a server whose clock counts whole
+/// milliseconds (nginx's `limit_req`) must never see a request early, nor one that left on time
+/// right after one whose timer woke a little late.
+pub(crate) const MARGIN: f64 = 0.02;
+
+/// A spacing the server asked for, as the host is paced: [`MARGIN`] slower.
+fn with_margin(spacing: u64) -> u64 {
+    spacing.saturating_add((spacing as f64 * MARGIN) as u64)
 }
 
 /// The statuses a server refuses with when a client goes too fast.

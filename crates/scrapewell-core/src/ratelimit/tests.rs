@@ -18,8 +18,9 @@ fn per_second(n: u32) -> Quota {
     Quota::per_second(NonZeroU32::new(n).unwrap()).allow_burst(NonZeroU32::MIN)
 }
 
-/// Asserts that `actual` is `intervals` quota intervals spanning `span`, as the limiter paces
-/// them: 2% slower than the quota, plus up to 1 ms per interval for the timer's resolution.
+/// Asserts that `actual` is `intervals` intervals spanning `span`, as the limiter paces them: 2%
+/// slower than the quota or the server's spacing, plus up to 1 ms per interval for the timer's
+/// resolution.
 #[track_caller]
 fn assert_paced(actual: Duration, span: Duration, intervals: u32) {
     let least = span.mul_f64(1.02);
@@ -137,7 +138,7 @@ async fn the_quota_still_holds_when_a_slower_learned_pace_lifts() {
         .layer(server(log.clone(), declares_2_then_100_a_second));
     send_one_by_one(&service, "http://a.test/", 3).await;
     let times = arrivals(&log, "a.test");
-    assert_eq!(times[1] - times[0], Duration::from_millis(500));
+    assert_paced(times[1] - times[0], Duration::from_millis(500), 1);
     assert_paced(times[2] - times[1], Duration::from_millis(100), 1);
 }
 
@@ -248,12 +249,13 @@ async fn a_budget_at_zero_pauses_until_the_reset() {
     assert_eq!(times[1] - times[0], Duration::from_secs(3));
 }
 
-/// A server that refuses, without any header, a request arriving less than `interval` after
-/// the last one it accepted (nginx's `limit_req` without a burst).
+/// A server that refuses a request arriving less than `interval` after the last one it
+/// accepted (nginx's `limit_req` without a burst), with `headers` on every answer.
 fn strict_server(
     log: Log,
     interval: Duration,
     refused: Arc<Mutex<u32>>,
+    headers: &'static [(&'static str, &'static str)],
 ) -> impl tower::Service<
     Request<Bytes>,
     Response = Response<Bytes>,
@@ -268,11 +270,11 @@ fn strict_server(
         let mut last = last.lock().unwrap();
         let response = if last.is_some_and(|t| now - t < interval) {
             *refused.lock().unwrap() += 1;
-            status(429, &[])
+            status(429, headers)
         } else {
             *last = Some(now);
             log.lock().unwrap().push(("a.test".into(), now));
-            ok()
+            status(200, headers)
         };
         async move { Ok::<_, BoxError>(response) }
     })
@@ -281,7 +283,12 @@ fn strict_server(
 #[tokio::test(start_paused = true)]
 async fn refusals_without_headers_cut_the_pace_and_clean_stretches_restore_it() {
     let (log, refused) = (Log::default(), Arc::new(Mutex::new(0)));
-    let inner = strict_server(log.clone(), Duration::from_millis(100), refused.clone());
+    let inner = strict_server(
+        log.clone(),
+        Duration::from_millis(100),
+        refused.clone(),
+        &[],
+    );
     // A quota 10× the server's, and a client that sends as fast as it may.
     let service = RateLimitLayer::new(table())
         .default_quota(per_second(100))
@@ -319,7 +326,7 @@ async fn eight_at_a_time_adapt_to_a_strict_server_as_one_at_a_time_do() {
     for limit in [1, 3, 10, 40] {
         let (log, refused) = (Log::default(), Arc::new(Mutex::new(0)));
         let interval = Duration::from_secs(1) / limit;
-        let inner = strict_server(log.clone(), interval, refused.clone());
+        let inner = strict_server(log.clone(), interval, refused.clone(), &[]);
         let table = Arc::new(HostTable::new(TableSettings::default().max_in_flight(8)));
         let service = RateLimitLayer::new(table)
             .default_quota(per_second(10 * limit))
@@ -350,6 +357,53 @@ async fn eight_at_a_time_adapt_to_a_strict_server_as_one_at_a_time_do() {
             rate >= 0.7 * f64::from(limit),
             "rate {rate:.2}/s below 70% of {limit}/s"
         );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_budget_at_zero_that_resets_within_a_second_is_waited_for_by_the_quota() {
+    // A server that refills one request every 50 ms says after each that none remain until
+    // the next whole second: waited for whole, a request a second.
+    for headers in [
+        &[
+            ("ratelimit", "\"default\";r=0;t=1"),
+            ("ratelimit-policy", "\"default\";q=20;w=1"),
+        ][..],
+        &[
+            ("ratelimit-limit", "20"),
+            ("ratelimit-remaining", "0"),
+            ("ratelimit-reset", "1"),
+        ],
+        &[
+            ("x-ratelimit-limit", "20"),
+            ("x-ratelimit-remaining", "0"),
+            ("x-ratelimit-reset", "1"),
+        ],
+    ] {
+        for concurrency in [1, 8] {
+            let (log, refused) = (Log::default(), Arc::new(Mutex::new(0)));
+            let interval = Duration::from_millis(50);
+            let inner = strict_server(log.clone(), interval, refused.clone(), headers);
+            let service = RateLimitLayer::new(table())
+                .default_quota(per_second(200))
+                .jitter(0.0)
+                .layer(inner);
+            let started = Instant::now();
+            let sent = 100;
+            stream::iter(0..sent)
+                .map(|_| service.clone().oneshot(get("http://a.test/")))
+                .buffer_unordered(concurrency)
+                .for_each(|_| async {})
+                .await;
+            let (refused, elapsed) = (*refused.lock().unwrap(), started.elapsed());
+            let accepted = arrivals(&log, "a.test").len();
+            println!("{headers:?}, {concurrency} at a time: {refused} refused, {elapsed:?}");
+            assert!(refused <= 5, "{refused} of {sent} refused");
+            assert!(
+                accepted >= 95 && elapsed < Duration::from_secs(7),
+                "{accepted} accepted in {elapsed:?}, where 100 take 5 s at the server's rate"
+            );
+        }
     }
 }
 
