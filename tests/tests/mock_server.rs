@@ -3,6 +3,9 @@
 
 mod common;
 
+use std::sync::Arc;
+
+use scrapewell::KeyBy;
 use scrapewell_mock::MockServer;
 
 use common::fast_client;
@@ -106,6 +109,7 @@ async fn a_limit_out_of_range_is_400_and_the_server_keeps_serving() {
         "rate=5000000",
         "burst=0",
         "burst=18446744073709551615",
+        "window=hourly",
     ] {
         let response = client
             .get(server.url(&format!("/limited/bad?{query}")))
@@ -120,4 +124,56 @@ async fn a_limit_out_of_range_is_400_and_the_server_keeps_serving() {
         .await
         .unwrap();
     assert_eq!(within.status(), 200);
+}
+
+#[tokio::test]
+async fn a_fixed_window_lets_its_quota_go_at_once_and_counts_down_to_its_end() {
+    let server = MockServer::start().await.unwrap();
+    // Unlimited by the client, which would hold the fourth request until the window's end.
+    let client = fast_client()
+        .max_attempts(1)
+        .key_hosts_by(KeyBy::Custom(Arc::new(|_| None)))
+        .build()
+        .unwrap();
+    // Three requests in windows of 3,000 s on the clock: the chance that one ends during the
+    // test is a few in a million.
+    let url = server.url("/limited/fixed?rate=0.001&burst=3&window=fixed&headers=legacy");
+    let mut answers = Vec::new();
+    for _ in 0..4 {
+        let response = client.get(&url).send().await;
+        let (status, headers) = match &response {
+            Ok(response) => (response.status().as_u16(), response.headers().clone()),
+            Err(scrapewell::Error::RateLimited { .. }) => (429, Default::default()),
+            Err(error) => panic!("{error}"),
+        };
+        let number = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok())
+        };
+        answers.push((
+            status,
+            number("ratelimit-remaining"),
+            number("ratelimit-reset"),
+        ));
+    }
+    println!("{answers:?}");
+    let statuses: Vec<u16> = answers.iter().map(|a| a.0).collect();
+    assert_eq!(statuses, [200, 200, 200, 429]);
+    let accepted = &answers[..3];
+    assert_eq!(
+        accepted.iter().map(|a| a.1).collect::<Vec<_>>(),
+        [Some(2), Some(1), Some(0)]
+    );
+    // The reset is the window's end, the same for every request in it (a GCRA's would grow
+    // by 1,000 s with each).
+    let resets: Vec<u64> = accepted.iter().filter_map(|a| a.2).collect();
+    assert_eq!(resets.len(), 3);
+    assert!(resets.iter().all(|r| *r <= 3000), "{resets:?}");
+    assert!(
+        resets.windows(2).all(|w| w[0] >= w[1] && w[0] - w[1] <= 1),
+        "{resets:?}"
+    );
+    assert_eq!(server.limits("/limited/fixed").refused, 1);
 }

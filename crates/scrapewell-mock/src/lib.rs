@@ -19,7 +19,7 @@
 //! | `ANY /status/{code}/{id}?retry_after=V&body=B&content_type=T` | always that status, with that body |
 //! | `ANY /redirect?to=URL&status=302` | a redirect to `to` |
 //! | `ANY /echo` | the request's method, path and headers as JSON |
-//! | `ANY /limited/{id}?rate=R&burst=B&headers=H&retry_after=1` | a GCRA limit of R requests a second (0.001 to 10⁶, default 10; burst B from 1 to 10⁴, default 1) per client; 429 past it; 400 for R or B out of range |
+//! | `ANY /limited/{id}?rate=R&burst=B&headers=H&retry_after=1&window=fixed` | a GCRA limit of R requests a second (0.001 to 10⁶, default 10; burst B from 1 to 10⁴, default 1) per client, or a fixed window; 429 past it; 400 for R or B out of range |
 //! | `GET /docs/{id}?weak=1&churn=1` | a JSON document with a strong ETag (`W/` with `weak=1`); 404 when missing |
 //! | `PUT /docs/{id}?stale=409&require=1&delay_ms=M` | writes a JSON object under `If-Match` / `If-None-Match: *` (see below), answering M ms after it is applied |
 //! | `GET, PUT /couch/{db}/{id}?rev=R` | a CouchDB-shaped document: the version is `_rev` in the body |
@@ -37,8 +37,11 @@
 //! its limit in the `headers` form asked for: `draft` (`RateLimit` / `RateLimit-Policy` as
 //! Structured Field lists), `legacy` (`RateLimit-Limit`, `-Remaining`, `-Reset`), `x`
 //! (`X-RateLimit-*`, the reset as an epoch time) or `none` (bare 429s, as nginx's `limit_req`);
-//! `retry_after=1` adds `Retry-After` to refusals. [`MockServer::limits`] counts what it accepted
-//! and refused, second by second.
+//! `retry_after=1` adds `Retry-After` to refusals. With `window=fixed` it counts instead in fixed
+//! windows of the announced policy (B / R seconds rounded up to whole seconds, R requests a second
+//! of it), aligned on the Unix clock as Kong's and Envoy's are: the whole quota may go at once,
+//! and then nothing until the window ends. [`MockServer::limits`] counts what it accepted and
+//! refused, second by second.
 //!
 //! `/docs/{id}` versions each document with a strong ETag (`"v3"`). A write with `If-Match`
 //! naming another version is refused with 412 (with the current ETag), or with 409 and problem

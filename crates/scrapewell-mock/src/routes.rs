@@ -394,7 +394,8 @@ fn with_retry_after(mut response: Response<Body>, value: Option<&String>) -> Res
     response
 }
 
-/// A GCRA limit per client, announced in the header form the query asks for.
+/// A GCRA limit per client (or a fixed window, `window=fixed`), announced in the header form the
+/// query asks for.
 const MIN_RATE: f64 = 0.001;
 const MAX_RATE: f64 = 1_000_000.0;
 const MAX_BURST: u64 = 10_000;
@@ -433,17 +434,23 @@ fn limited(
         .get("x-client")
         .and_then(|v| v.to_str().ok())
         .map_or_else(|| peer.ip().to_string(), str::to_owned);
-    let verdict = state.limit(path, &client, rate, burst);
+    let whole_seconds = |d: Duration| d.as_secs() + u64::from(d.subsec_nanos() > 0);
+    // The policy as a whole-second window: `burst` requests at `rate` take `burst / rate` s.
+    let window = whole_seconds(Duration::from_secs_f64(burst as f64 / rate)).max(1);
+    let quota = (rate * window as f64).floor().max(1.0) as u64;
+    let verdict = match query.get("window").map(String::as_str) {
+        None | Some("sliding") => state.limit(path, &client, rate, burst),
+        Some("fixed") => {
+            state.limit_fixed_window(path, &client, quota, Duration::from_secs(window))
+        }
+        Some(_) => return text(StatusCode::BAD_REQUEST, "window must be sliding or fixed"),
+    };
     let mut response = if verdict.accepted {
         text(StatusCode::OK, "within the limit")
     } else {
         text(StatusCode::TOO_MANY_REQUESTS, "rate limited")
     };
     let headers = response.headers_mut();
-    let whole_seconds = |d: Duration| d.as_secs() + u64::from(d.subsec_nanos() > 0);
-    // The policy as a whole-second window: `burst` requests at `rate` take `burst / rate` s.
-    let window = whole_seconds(Duration::from_secs_f64(burst as f64 / rate)).max(1);
-    let quota = (rate * window as f64).floor().max(1.0) as u64;
     let (remaining, reset) = (verdict.remaining, whole_seconds(verdict.reset));
     let mut put = |name: &'static str, value: String| {
         if let Ok(value) = HeaderValue::from_str(&value) {

@@ -92,11 +92,14 @@ pub(crate) struct State {
     documents: Mutex<Documents>,
 }
 
-/// One rate-limited route: a GCRA per client, and what it decided.
+/// One rate-limited route: a GCRA or a fixed window per client, and what it decided.
 #[derive(Debug, Default)]
 struct Limited {
     /// The theoretical arrival time of each client's next request.
     tat: HashMap<String, Instant>,
+    /// Each client's current fixed window: its number since the Unix epoch, and the requests
+    /// it accepted in it.
+    windows: HashMap<String, (u64, u64)>,
     first: Option<Instant>,
     last_accepted: Option<Instant>,
     accepted: u64,
@@ -104,13 +107,33 @@ struct Limited {
     per_second: Vec<(u64, u64)>,
 }
 
-/// A GCRA verdict, with what the server announces.
+impl Limited {
+    /// Counts a verdict given at `now`.
+    fn count(&mut self, now: Instant, accepted: bool) {
+        let first = *self.first.get_or_insert(now);
+        if accepted {
+            self.accepted += 1;
+            self.last_accepted = Some(now);
+        } else {
+            self.refused += 1;
+        }
+        let second = usize::try_from(now.duration_since(first).as_secs()).unwrap_or(usize::MAX);
+        if self.per_second.len() <= second && second < 86_400 {
+            self.per_second.resize(second + 1, (0, 0));
+        }
+        if let Some(slot) = self.per_second.get_mut(second) {
+            if accepted { slot.0 += 1 } else { slot.1 += 1 }
+        }
+    }
+}
+
+/// A rate limit's verdict, with what the server announces.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct LimitVerdict {
     pub(crate) accepted: bool,
-    /// Requests left in the burst.
+    /// Requests left in the burst (the window).
     pub(crate) remaining: u64,
-    /// Until the burst is whole again.
+    /// Until the burst is whole again (the window ends).
     pub(crate) reset: Duration,
     /// Until the next request would be accepted.
     pub(crate) retry_in: Duration,
@@ -222,24 +245,13 @@ impl State {
         let tolerance = interval * (burst.max(1) - 1) as u32;
         let mut limits = lock(&self.limits);
         let limited = limits.entry(path.to_owned()).or_default();
-        let first = *limited.first.get_or_insert(now);
         let tat = limited.tat.get(client).copied().unwrap_or(now).max(now);
         let accepted = tat.duration_since(now) <= tolerance;
         let next_tat = if accepted { tat + interval } else { tat };
         if accepted {
             limited.tat.insert(client.to_owned(), next_tat);
-            limited.accepted += 1;
-            limited.last_accepted = Some(now);
-        } else {
-            limited.refused += 1;
         }
-        let second = usize::try_from(now.duration_since(first).as_secs()).unwrap_or(usize::MAX);
-        if limited.per_second.len() <= second && second < 86_400 {
-            limited.per_second.resize(second + 1, (0, 0));
-        }
-        if let Some(slot) = limited.per_second.get_mut(second) {
-            if accepted { slot.0 += 1 } else { slot.1 += 1 }
-        }
+        limited.count(now, accepted);
         let backlog = next_tat.duration_since(now);
         LimitVerdict {
             accepted,
@@ -247,6 +259,44 @@ impl State {
                 / interval.as_secs_f64()) as u64,
             reset: backlog,
             retry_in: tat.duration_since(now).saturating_sub(tolerance),
+        }
+    }
+
+    /// `quota` requests per `window` for each client, counted in windows that start on whole
+    /// multiples of `window` since the Unix epoch (as Kong's and Envoy's limits do): a client may
+    /// spend a window's quota at once, and then waits for the next window.
+    pub(crate) fn limit_fixed_window(
+        &self,
+        path: &str,
+        client: &str,
+        quota: u64,
+        window: Duration,
+    ) -> LimitVerdict {
+        let now = Instant::now();
+        let since_epoch = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let window_nanos = window.as_nanos().max(1);
+        let number = u64::try_from(since_epoch.as_nanos() / window_nanos).unwrap_or(u64::MAX);
+        let into_window =
+            Duration::from_nanos(u64::try_from(since_epoch.as_nanos() % window_nanos).unwrap_or(0));
+        let mut limits = lock(&self.limits);
+        let limited = limits.entry(path.to_owned()).or_default();
+        let used = limited
+            .windows
+            .get(client)
+            .filter(|(current, _)| *current == number)
+            .map_or(0, |(_, used)| *used);
+        let accepted = used < quota;
+        let used = used + u64::from(accepted);
+        limited.windows.insert(client.to_owned(), (number, used));
+        limited.count(now, accepted);
+        let reset = window.saturating_sub(into_window);
+        LimitVerdict {
+            accepted,
+            remaining: quota - used,
+            reset,
+            retry_in: if accepted { Duration::ZERO } else { reset },
         }
     }
 

@@ -8,6 +8,10 @@ use http::HeaderMap;
 /// a delta (`X-RateLimit-Reset: 30`).
 const EPOCH_THRESHOLD: u64 = 1_000_000_000;
 
+/// Resets come in whole seconds: one of a second or less may stand for any wait up to it (an
+/// epoch time rounded down even for a wait of a few milliseconds past now).
+pub(crate) const RESET_RESOLUTION: Duration = Duration::from_secs(1);
+
 /// The most restrictive limit a response announced.
 ///
 /// Read from, in order of preference:
@@ -117,20 +121,19 @@ impl ServerLimit {
     /// assert_eq!(limit.exhausted_wait(), Some(Duration::from_secs(30)));
     /// ```
     pub fn exhausted_wait(&self) -> Option<Duration> {
-        const RESOLUTION: Duration = Duration::from_secs(1);
         if self.remaining != Some(0) {
             return None;
         }
         let reset = self.reset?;
-        if reset > RESOLUTION {
+        if reset > RESET_RESOLUTION {
             return Some(reset);
         }
         let spacing = self.declared_interval().or_else(|| {
             self.limit
                 .filter(|limit| *limit > 0)
-                .map(|limit| RESOLUTION / limit.min(u32::MAX as u64) as u32)
+                .map(|limit| RESET_RESOLUTION / limit.min(u32::MAX as u64) as u32)
         });
-        Some(spacing.map_or(reset, |spacing| spacing.min(RESOLUTION)))
+        Some(spacing.map_or(reset, |spacing| spacing.min(RESET_RESOLUTION)))
     }
 
     /// The time to the reset spread evenly over the units that remain; `None` when none remain

@@ -10,6 +10,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::ServerLimit;
+use super::headers::RESET_RESOLUTION;
 use super::layer::Limiter;
 
 const SHARDS: usize = 32;
@@ -605,13 +606,15 @@ impl HostState {
                             } else {
                                 // The spacing of the quota paces the next requests, as a
                                 // quota does (a pause would release every request waiting for
-                                // its end at once). The next slot is one spacing after this
-                                // answer at the earliest: the server counted the request when
-                                // it arrived, which may have been well after it left (a new
-                                // connection), and was no later than now.
+                                // its end at once), for as long as the reset may stand for.
+                                // The next slot is one spacing after this answer at the
+                                // earliest: the server counted the request when it arrived,
+                                // which may have been well after it left (a new connection),
+                                // and was no later than now.
                                 let wait = with_margin(nanos(wait)).min(max_pause);
+                                let holds = nanos(reset.max(RESET_RESOLUTION)).max(wait);
                                 self.hint = wait;
-                                self.hint_until = now.saturating_add(wait.max(nanos(reset)));
+                                self.hint_until = now.saturating_add(holds);
                                 self.last_admit = self.last_admit.max(now);
                             }
                         }

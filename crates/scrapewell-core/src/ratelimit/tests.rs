@@ -379,11 +379,26 @@ async fn a_budget_at_zero_that_resets_within_a_second_is_waited_for_by_the_quota
             ("x-ratelimit-remaining", "0"),
             ("x-ratelimit-reset", "1"),
         ],
+        // Rounded down, or an epoch time whose second has begun.
+        &[
+            ("ratelimit-limit", "20"),
+            ("ratelimit-remaining", "0"),
+            ("ratelimit-reset", "0"),
+        ],
     ] {
-        for concurrency in [1, 8] {
+        // Answers that take longer than the spacing leave requests to be sent between them.
+        for (concurrency, latency) in [(1, 0), (8, 0), (8, 120)] {
             let (log, refused) = (Log::default(), Arc::new(Mutex::new(0)));
             let interval = Duration::from_millis(50);
-            let inner = strict_server(log.clone(), interval, refused.clone(), headers);
+            let server = strict_server(log.clone(), interval, refused.clone(), headers);
+            let inner = tower::service_fn(move |request| {
+                let answer = server.clone().oneshot(request);
+                async move {
+                    let answer = answer.await;
+                    tokio::time::sleep(Duration::from_millis(latency)).await;
+                    answer
+                }
+            });
             let service = RateLimitLayer::new(table())
                 .default_quota(per_second(200))
                 .jitter(0.0)
@@ -397,7 +412,10 @@ async fn a_budget_at_zero_that_resets_within_a_second_is_waited_for_by_the_quota
                 .await;
             let (refused, elapsed) = (*refused.lock().unwrap(), started.elapsed());
             let accepted = arrivals(&log, "a.test").len();
-            println!("{headers:?}, {concurrency} at a time: {refused} refused, {elapsed:?}");
+            println!(
+                "{headers:?}, {concurrency} at a time, answers in {latency} ms: {refused} \
+                 refused, {elapsed:?}"
+            );
             assert!(refused <= 5, "{refused} of {sent} refused");
             assert!(
                 accepted >= 95 && elapsed < Duration::from_secs(7),
