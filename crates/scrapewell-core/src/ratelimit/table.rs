@@ -601,6 +601,8 @@ impl HostState {
                     }
                     None => {
                         if let Some(wait) = limit.exhausted_wait() {
+                            // A wait as long as the reset is the server's word; a shorter one
+                            // is the quota's spacing, an estimate within the reset's rounding.
                             if wait == reset {
                                 self.pause_until(now.saturating_add(nanos(wait).min(max_pause)));
                             } else {
