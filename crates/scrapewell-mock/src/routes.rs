@@ -394,12 +394,13 @@ fn with_retry_after(mut response: Response<Body>, value: Option<&String>) -> Res
     response
 }
 
-/// A GCRA limit per client (or a fixed window, `window=fixed`), announced in the header form the
-/// query asks for.
+/// The bounds of `/limited`'s rate and burst.
 const MIN_RATE: f64 = 0.001;
 const MAX_RATE: f64 = 1_000_000.0;
 const MAX_BURST: u64 = 10_000;
 
+/// A GCRA limit per client (or a fixed window, `window=fixed`), announced in the header form the
+/// query asks for.
 fn limited(
     state: &State,
     path: &str,
