@@ -67,15 +67,26 @@ impl Nginx {
         format!("http://127.0.0.1:{}/", self.port)
     }
 
-    /// `(time, status)` of every request nginx logged.
-    fn log(&self) -> Vec<(f64, u16)> {
-        let log = std::fs::read_to_string(self.prefix.join("access.log")).unwrap_or_default();
-        log.lines()
-            .filter_map(|line| {
-                let (time, status) = line.split_once(' ')?;
-                Some((time.parse().ok()?, status.trim().parse().ok()?))
-            })
-            .collect()
+    /// `(time, status)` of every request nginx logged, once it has logged the `answered` 200s
+    /// the client received (or after 5 s): nginx writes a request's line after it has sent the
+    /// answer, so the last one may not be there yet when the client has it.
+    fn log(&self, answered: usize) -> Vec<(f64, u16)> {
+        let started = Instant::now();
+        loop {
+            let log = std::fs::read_to_string(self.prefix.join("access.log")).unwrap_or_default();
+            let entries: Vec<(f64, u16)> = log
+                .lines()
+                .filter_map(|line| {
+                    let (time, status) = line.split_once(' ')?;
+                    Some((time.parse().ok()?, status.trim().parse().ok()?))
+                })
+                .collect();
+            let logged = entries.iter().filter(|(_, s)| *s == 200).count();
+            if logged >= answered || started.elapsed() > Duration::from_secs(5) {
+                return entries;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 }
 
@@ -144,7 +155,7 @@ async fn a_client_told_10_per_second_is_never_refused_by_nginx() {
     // One at a time: nginx refuses a request 1 ms early, and with several in flight one delayed
     // on its way out (a new connection, a preemption) can land within 2 ms of the next.
     crawl(&client, &nginx.url(), 100, 1).await;
-    let log = nginx.log();
+    let log = nginx.log(100);
     let (accepted, refused, rate) = tally(&log);
     let closest = log
         .windows(2)
@@ -168,7 +179,7 @@ async fn a_client_told_nothing_adapts_to_nginx_one_or_eight_at_a_time() {
         let nginx = Nginx::start(&format!("untold-{concurrency}"));
         let client = fast_client().max_attempts(10).build().unwrap();
         crawl(&client, &nginx.url(), 100, concurrency).await;
-        let (accepted, refused, rate) = tally(&nginx.log());
+        let (accepted, refused, rate) = tally(&nginx.log(100));
         println!(
             "nginx 10r/s, client told nothing, {concurrency} at a time: {accepted} accepted, \
              {refused} refused, {rate:.2}/s"
