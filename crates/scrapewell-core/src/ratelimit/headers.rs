@@ -128,12 +128,20 @@ impl ServerLimit {
         if reset > RESET_RESOLUTION {
             return Some(reset);
         }
-        let spacing = self.declared_interval().or_else(|| {
+        Some(
+            self.quota_spacing()
+                .map_or(reset, |spacing| spacing.min(RESET_RESOLUTION)),
+        )
+    }
+
+    /// The spacing of the quota: the policy's window over its quota, or a second over the
+    /// limit of the older forms.
+    pub(crate) fn quota_spacing(&self) -> Option<Duration> {
+        self.declared_interval().or_else(|| {
             self.limit
                 .filter(|limit| *limit > 0)
                 .map(|limit| RESET_RESOLUTION / limit.min(u32::MAX as u64) as u32)
-        });
-        Some(spacing.map_or(reset, |spacing| spacing.min(RESET_RESOLUTION)))
+        })
     }
 
     /// The time to the reset spread evenly over the units that remain; `None` when none remain

@@ -293,9 +293,13 @@ struct HostState {
     last_left: u64,
     /// The spacing of the accepted requests in the last whole window.
     delivered_every: u64,
+    /// The latest the server's current budget resets, as its answers bound it.
+    reset_by: u64,
     window_refused: u32,
     refusals: u32,
     clean: u32,
+    /// The units the server's last answer said remain until `reset_by`.
+    budget: u32,
     /// Clean stretches past the plateau since the last cut.
     probes: u16,
     /// Responses accepted so far, while fewer than the in-flight bound: the host's window of
@@ -593,35 +597,8 @@ impl HostState {
             if let Some(declared) = limit.declared_interval() {
                 self.declared = with_margin(nanos(declared)).min(max_pause);
             }
-            if let Some(reset) = limit.reset {
-                match limit.spread_interval() {
-                    Some(spread) => {
-                        self.hint = with_margin(nanos(spread)).min(max_pause);
-                        self.hint_until = now.saturating_add(nanos(reset));
-                    }
-                    None => {
-                        if let Some(wait) = limit.exhausted_wait() {
-                            // A wait as long as the reset is the server's word; a shorter one
-                            // is the quota's spacing, an estimate within the reset's rounding.
-                            if wait == reset {
-                                self.pause_until(now.saturating_add(nanos(wait).min(max_pause)));
-                            } else {
-                                // The spacing of the quota paces the next requests, as a
-                                // quota does (a pause would release every request waiting for
-                                // its end at once), for as long as the reset may stand for.
-                                // The next slot is one spacing after this answer at the
-                                // earliest: the server counted the request when it arrived,
-                                // which may have been well after it left (a new connection),
-                                // and was no later than now.
-                                let wait = with_margin(nanos(wait)).min(max_pause);
-                                let holds = nanos(reset.max(RESET_RESOLUTION)).max(wait);
-                                self.hint = wait;
-                                self.hint_until = now.saturating_add(holds);
-                                self.last_admit = self.last_admit.max(now);
-                            }
-                        }
-                    }
-                }
+            if let (Some(remaining), Some(reset)) = (limit.remaining, limit.reset) {
+                self.follow_budget(now, remaining, reset, &limit, max_pause);
             }
         }
         if !is_refusal(status) {
@@ -668,6 +645,69 @@ impl HostState {
             self.last_cut = now;
             self.last_step = now;
             self.probes = 0;
+        }
+    }
+
+    /// Paces the host by the budget an answer at `now` announced: `remaining` units until a
+    /// reset `reset` from now.
+    ///
+    /// A reset in whole seconds, rounded up, bounds the end of the server's window from above,
+    /// and of the answers within one window the earliest bound holds: taken alone, the "1 s"
+    /// of every answer within a window of a second reads as a whole second left, each time,
+    /// and spreads a window's units ever thinner towards its end. An answer belongs to a new
+    /// window once the last bound has passed, when it finds more units than the last one did,
+    /// or when its own bound lies a whole second or more beyond the last.
+    fn follow_budget(
+        &mut self,
+        now: u64,
+        remaining: u64,
+        reset: Duration,
+        limit: &ServerLimit,
+        max_pause: u64,
+    ) {
+        let bound = now.saturating_add(nanos(reset));
+        let same_window = self.reset_by > now
+            && remaining <= u64::from(self.budget)
+            && bound < self.reset_by.saturating_add(nanos(RESET_RESOLUTION));
+        let spent_here = same_window && self.budget > 0;
+        let deadline = if same_window {
+            self.reset_by.min(bound)
+        } else {
+            bound
+        };
+        self.reset_by = deadline;
+        self.budget = u32::try_from(remaining).unwrap_or(u32::MAX);
+        let left = deadline.saturating_sub(now);
+        // The quota's spacing: no faster than the limit a second, whatever the window.
+        let spacing = limit.quota_spacing().map_or(0, nanos);
+        if let Some(spread) = left.checked_div(remaining) {
+            // What remains, spread evenly until the window ends.
+            self.hint = with_margin(spread.max(spacing)).min(max_pause);
+            self.hint_until = deadline;
+        } else if spent_here {
+            // The units this window had are spent: nothing more until it ends (and at least
+            // a spacing of the quota, should its end have been an epoch time rounded down).
+            let wait = left.max(with_margin(spacing)).min(max_pause);
+            self.pause_until(now.saturating_add(wait));
+        } else if let Some(wait) = limit.exhausted_wait() {
+            // None left from the first answer of a window: a wait as long as the reset is the
+            // server's word; a shorter one is the quota's spacing, an estimate within the
+            // reset's rounding (a server that refills one request at a time says none remain
+            // after each).
+            if wait == reset {
+                self.pause_until(now.saturating_add(nanos(wait).min(max_pause)));
+            } else {
+                // The spacing of the quota paces the next requests, as a quota does (a pause
+                // would release every request waiting for its end at once), for as long as the
+                // reset may stand for. The next slot is one spacing after this answer at the
+                // earliest: the server counted the request when it arrived, which may have
+                // been well after it left (a new connection), and was no later than now.
+                let wait = with_margin(nanos(wait)).min(max_pause);
+                let holds = nanos(reset.max(RESET_RESOLUTION)).max(wait);
+                self.hint = wait;
+                self.hint_until = now.saturating_add(holds);
+                self.last_admit = self.last_admit.max(now);
+            }
         }
     }
 

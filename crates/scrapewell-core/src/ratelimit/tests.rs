@@ -35,18 +35,28 @@ fn table() -> Arc<HostTable> {
     Arc::new(HostTable::new(TableSettings::default().max_in_flight(64)))
 }
 
+/// What the servers of these tests are.
+trait TestServer:
+    tower::Service<Request<Bytes>, Response = Response<Bytes>, Error = BoxError, Future: Send>
+    + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<S> TestServer for S where
+    S: tower::Service<Request<Bytes>, Response = Response<Bytes>, Error = BoxError, Future: Send>
+        + Clone
+        + Send
+        + 'static
+{
+}
+
 /// A server that logs each arrival and answers with `respond(arrival number, host)`.
 fn server(
     log: Log,
     respond: impl Fn(usize, &str) -> Response<Bytes> + Clone + Send + Sync + 'static,
-) -> impl tower::Service<
-    Request<Bytes>,
-    Response = Response<Bytes>,
-    Error = BoxError,
-    Future = impl Send,
-> + Clone
-+ Send
-+ 'static {
+) -> impl TestServer {
     tower::service_fn(move |request: Request<Bytes>| {
         let host = request
             .uri()
@@ -256,14 +266,7 @@ fn strict_server(
     interval: Duration,
     refused: Arc<Mutex<u32>>,
     headers: &'static [(&'static str, &'static str)],
-) -> impl tower::Service<
-    Request<Bytes>,
-    Response = Response<Bytes>,
-    Error = BoxError,
-    Future = impl Send,
-> + Clone
-+ Send
-+ 'static {
+) -> impl TestServer {
     let last = Arc::new(Mutex::new(None::<Instant>));
     tower::service_fn(move |_: Request<Bytes>| {
         let now = Instant::now();
@@ -360,6 +363,34 @@ async fn eight_at_a_time_adapt_to_a_strict_server_as_one_at_a_time_do() {
     }
 }
 
+/// Sends 100 requests to `server`, `concurrency` at a time, under a quota of 200 a second,
+/// each answer taking `latency` ms on its way back; how long they took.
+async fn hundred_at_200_per_second(
+    server: impl TestServer,
+    concurrency: usize,
+    latency: u64,
+) -> Duration {
+    let inner = tower::service_fn(move |request| {
+        let answer = server.clone().oneshot(request);
+        async move {
+            let answer = answer.await;
+            tokio::time::sleep(Duration::from_millis(latency)).await;
+            answer
+        }
+    });
+    let service = RateLimitLayer::new(table())
+        .default_quota(per_second(200))
+        .jitter(0.0)
+        .layer(inner);
+    let started = Instant::now();
+    stream::iter(0..100)
+        .map(|_| service.clone().oneshot(get("http://a.test/")))
+        .buffer_unordered(concurrency)
+        .for_each(|_| async {})
+        .await;
+    started.elapsed()
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_budget_at_zero_that_resets_within_a_second_is_waited_for_by_the_quota() {
     // A server that refills one request every 50 ms says after each that none remain until
@@ -391,37 +422,83 @@ async fn a_budget_at_zero_that_resets_within_a_second_is_waited_for_by_the_quota
             let (log, refused) = (Log::default(), Arc::new(Mutex::new(0)));
             let interval = Duration::from_millis(50);
             let server = strict_server(log.clone(), interval, refused.clone(), headers);
-            let inner = tower::service_fn(move |request| {
-                let answer = server.clone().oneshot(request);
-                async move {
-                    let answer = answer.await;
-                    tokio::time::sleep(Duration::from_millis(latency)).await;
-                    answer
-                }
-            });
-            let service = RateLimitLayer::new(table())
-                .default_quota(per_second(200))
-                .jitter(0.0)
-                .layer(inner);
-            let started = Instant::now();
-            let sent = 100;
-            stream::iter(0..sent)
-                .map(|_| service.clone().oneshot(get("http://a.test/")))
-                .buffer_unordered(concurrency)
-                .for_each(|_| async {})
-                .await;
-            let (refused, elapsed) = (*refused.lock().unwrap(), started.elapsed());
+            let elapsed = hundred_at_200_per_second(server, concurrency, latency).await;
+            let refused = *refused.lock().unwrap();
             let accepted = arrivals(&log, "a.test").len();
             println!(
                 "{headers:?}, {concurrency} at a time, answers in {latency} ms: {refused} \
                  refused, {elapsed:?}"
             );
-            assert!(refused <= 5, "{refused} of {sent} refused");
+            assert!(refused <= 5, "{refused} of 100 refused");
             assert!(
                 accepted >= 95 && elapsed < Duration::from_secs(7),
                 "{accepted} accepted in {elapsed:?}, where 100 take 5 s at the server's rate"
             );
         }
+    }
+}
+
+/// A server that counts `quota` requests in each window of a second since `start` (as Kong and
+/// Envoy count, on the clock) and refuses the rest until the window ends, announcing what is
+/// left as the older header forms do: the reset rounded up to whole seconds, and no window.
+fn fixed_window_server(
+    log: Log,
+    start: Instant,
+    quota: u32,
+    refused: Arc<Mutex<u32>>,
+) -> impl TestServer {
+    let used = Arc::new(Mutex::new((0u64, 0u32)));
+    tower::service_fn(move |_: Request<Bytes>| {
+        let since = Instant::now() - start;
+        let window = since.as_secs();
+        let mut used = used.lock().unwrap();
+        if used.0 != window {
+            *used = (window, 0);
+        }
+        let accepted = used.1 < quota;
+        if accepted {
+            used.1 += 1;
+            log.lock().unwrap().push(("a.test".into(), Instant::now()));
+        } else {
+            *refused.lock().unwrap() += 1;
+        }
+        let remaining = (quota - used.1).to_string();
+        let reset = (Duration::from_secs(window + 1) - since)
+            .as_secs_f64()
+            .ceil()
+            .to_string();
+        let headers = [
+            ("ratelimit-limit", quota.to_string()),
+            ("ratelimit-remaining", remaining),
+            ("ratelimit-reset", reset),
+        ];
+        let mut response = status(if accepted { 200 } else { 429 }, &[]);
+        for (name, value) in headers {
+            response.headers_mut().insert(name, value.parse().unwrap());
+        }
+        async move { Ok::<_, BoxError>(response) }
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_window_of_a_second_is_spent_to_its_end_though_each_reset_reads_a_second() {
+    // Each answer within a window of a second says "1": read alone, as a second left to the
+    // end, it spreads the units left ever thinner and leaves a third of each window unused.
+    // The answers bound the window's end together, and the earliest bound holds.
+    for (concurrency, latency) in [(1, 0), (8, 0), (8, 120)] {
+        let (log, refused) = (Log::default(), Arc::new(Mutex::new(0)));
+        let server = fixed_window_server(log.clone(), Instant::now(), 20, refused.clone());
+        let elapsed = hundred_at_200_per_second(server, concurrency, latency).await;
+        let refused = *refused.lock().unwrap();
+        let accepted = arrivals(&log, "a.test").len();
+        println!(
+            "{concurrency} at a time, answers in {latency} ms: {refused} refused, {elapsed:?}"
+        );
+        assert_eq!(refused, 0);
+        assert!(
+            accepted >= 95 && elapsed < Duration::from_millis(5_900),
+            "{accepted} accepted in {elapsed:?}, where 100 take 5 s at the server's rate"
+        );
     }
 }
 
