@@ -624,14 +624,18 @@ impl HostState {
                 .max(self.sent_every)
                 .max(1_000_000);
             self.refused_at = current;
-            // Refused for a third of this window (a client starting at 10× the host's limit),
-            // jump to a tenth below the rate it delivered: that rate is its limit. (When the
-            // client itself sent slowly, the delivered rate is only its own.) Near the limit,
-            // cut the rate by `decrease`; with no measure yet, quarter it: a client told nothing
-            // starts milliseconds apart and each step down costs a refusal.
+            // Refused for a third of this window, more than once (a client starting at 10× the
+            // host's limit; one refusal early in a window, as a climb passes the limit, is no
+            // such measure), jump to a tenth below the rate it delivered: that rate is its
+            // limit. (When the client itself sent slowly, the delivered rate is only its own.)
+            // Near the limit, cut the rate by `decrease`; with no measure yet, quarter it: a
+            // client told nothing starts milliseconds apart and each step down costs a refusal.
             let gentle = (current as f64 / settings.decrease) as u64;
             let backoff = match self.delivered_every(now) {
-                Some(delivered) if self.window_refused * 2 >= self.window_accepted => {
+                Some(delivered)
+                    if self.window_refused >= 2
+                        && self.window_refused * 2 >= self.window_accepted =>
+                {
                     gentle.max(delivered * 11 / 10)
                 }
                 Some(_) => gentle,
