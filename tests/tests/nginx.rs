@@ -150,24 +150,55 @@ fn tally(log: &[(f64, u16)]) -> (usize, usize, f64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_told_10_per_second_is_never_refused_by_nginx() {
     let _turn = ONE_AT_A_TIME.lock().await;
-    let nginx = Nginx::start("told");
-    let client = fast_client().rate_limit(10.0).build().unwrap();
-    // One at a time: nginx refuses a request 1 ms early, and with several in flight one delayed
-    // on its way out (a new connection, a preemption) can land within 2 ms of the next.
-    crawl(&client, &nginx.url(), 100, 1).await;
-    let log = nginx.log(100);
-    let (accepted, refused, rate) = tally(&log);
-    let closest = log
-        .windows(2)
-        .map(|pair| pair[1].0 - pair[0].0)
-        .fold(f64::INFINITY, f64::min);
-    println!(
-        "nginx 10r/s, client told 10/s: {accepted} accepted, {refused} refused, {rate:.2}/s, \
-         closest {:.0} ms apart",
-        closest * 1000.0
-    );
-    assert_eq!(refused, 0);
-    assert_eq!(accepted, 100);
+    // A shared machine now and then stalls nginx or the client for tens of milliseconds: the
+    // request that waited is counted late, and the next one, on time, looks early. No pace can
+    // prevent that, so a run refused only right after such a stall is run again (at most three
+    // times); a refusal the client's own pace explains fails at once.
+    for run in 1..=3 {
+        let nginx = Nginx::start(&format!("told-{run}"));
+        let client = fast_client().rate_limit(10.0).build().unwrap();
+        // One at a time: nginx refuses a request 1 ms early, and with several in flight one
+        // delayed on its way out (a new connection, a preemption) can land within 2 ms of the
+        // next.
+        crawl(&client, &nginx.url(), 100, 1).await;
+        let log = nginx.log(100);
+        let (accepted, refused, rate) = tally(&log);
+        let closest = log
+            .windows(2)
+            .map(|pair| pair[1].0 - pair[0].0)
+            .fold(f64::INFINITY, f64::min);
+        println!(
+            "nginx 10r/s, client told 10/s, run {run}: {accepted} accepted, {refused} refused, \
+             {rate:.2}/s, closest {:.0} ms apart",
+            closest * 1000.0
+        );
+        assert_eq!(accepted, 100);
+        if refused == 0 {
+            return;
+        }
+        let paced = refused_after_a_stall(&log);
+        assert!(
+            paced.iter().all(|&after_stall| after_stall),
+            "refused with the requests before it at their pace: {log:?}"
+        );
+    }
+    panic!("refused after a stall of the machine in each of three runs");
+}
+
+/// For each refusal in nginx's log, whether it follows a stall: the two accepted requests before
+/// it lie at least two intervals of 10/s apart from it, as the client paced them, so the one
+/// between was counted late. A client pacing too fast leaves them closer.
+fn refused_after_a_stall(log: &[(f64, u16)]) -> Vec<bool> {
+    log.iter()
+        .enumerate()
+        .filter(|(_, (_, status))| *status == 429)
+        .map(|(at, (time, _))| {
+            let mut accepted_before = log[..at].iter().rev().filter(|(_, s)| *s == 200);
+            let second = accepted_before.nth(1);
+            // Milliseconds as nginx logs them: two intervals and one more for the rounding.
+            second.is_some_and(|(before, _)| time - before >= 0.201)
+        })
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -476,6 +476,13 @@ impl HostTable {
     ) {
         self.with_host(key, admitted, |state, settings| {
             state.in_flight = state.in_flight.saturating_sub(1);
+            if state.opened == 0 && quota_interval > 0 {
+                // Until a host has answered, its requests open connections, and the server
+                // counts one when it arrives, no later than its answer: the next one keeps the
+                // quota's spacing from then. Timed from its slot, the second request, on the
+                // first one's connection, could arrive early by the connection's set-up.
+                state.tat = state.tat.max(self.now() + quota_interval + 1);
+            }
             let opens = response.is_some_and(|(status, _)| !is_refusal(status))
                 && state.window(settings) < settings.max_in_flight;
             if opens {

@@ -130,6 +130,34 @@ async fn a_quota_spaces_requests_to_a_host() {
     assert_paced(started.elapsed(), Duration::from_millis(1900), 19);
 }
 
+#[tokio::test(start_paused = true)]
+async fn the_first_request_to_a_host_is_spaced_from_when_its_answer_came() {
+    // The first request opens the connection (5 ms here) and the second, on it, does not: spaced
+    // from its slot, it would arrive 97 ms after the first at a server that allows one in 100.
+    let log = Log::default();
+    let server = server(log.clone(), |_, _| ok());
+    let connected = Arc::new(Mutex::new(false));
+    let inner = tower::service_fn(move |request| {
+        let answer = server.clone().oneshot(request);
+        let first = !std::mem::replace(&mut *connected.lock().unwrap(), true);
+        async move {
+            if first {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            answer.await
+        }
+    });
+    let service = RateLimitLayer::new(table())
+        .default_quota(per_second(10))
+        .jitter(0.0)
+        .layer(inner);
+    send_one_by_one(&service, "http://a.test/", 3).await;
+    let times = arrivals(&log, "a.test");
+    for pair in times.windows(2) {
+        assert_paced(pair[1] - pair[0], Duration::from_millis(100), 1);
+    }
+}
+
 /// Answers the first request with a declared policy of 2 a second, the others with 100.
 fn declares_2_then_100_a_second(n: usize, _: &str) -> Response<Bytes> {
     let policy = format!("\"default\";q={};w=1", if n == 1 { 2 } else { 100 });
