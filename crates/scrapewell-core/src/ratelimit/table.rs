@@ -455,10 +455,7 @@ impl HostTable {
             }
             state.last_left = now;
             state.last_admit = state.last_admit.max(now);
-            if quota_interval > 0 {
-                // Stored plus one; as governor would have it had the request been checked now.
-                state.tat = state.tat.max(now + quota_interval + 1);
-            }
+            state.space_quota_from(now, quota_interval);
             Ok(now)
         })
     }
@@ -481,7 +478,7 @@ impl HostTable {
                 // counts one when it arrives, no later than its answer: the next one keeps the
                 // quota's spacing from then. Timed from its slot, the second request, on the
                 // first one's connection, could arrive early by the connection's set-up.
-                state.tat = state.tat.max(self.now() + quota_interval + 1);
+                state.space_quota_from(self.now(), quota_interval);
             }
             let opens = response.is_some_and(|(status, _)| !is_refusal(status))
                 && state.window(settings) < settings.max_in_flight;
@@ -789,6 +786,17 @@ impl HostState {
         } else {
             interval
         };
+    }
+
+    /// The quota's next cell is a spacing (`quota_interval`; 0 when the host has no quota) after
+    /// `at` at the earliest, as governor would have it had a request been checked then.
+    fn space_quota_from(&mut self, at: u64, quota_interval: u64) {
+        if quota_interval > 0 {
+            // Stored plus one.
+            self.tat = self
+                .tat
+                .max(at.saturating_add(quota_interval).saturating_add(1));
+        }
     }
 
     fn pause_until(&mut self, until: u64) {
