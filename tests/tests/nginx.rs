@@ -176,29 +176,28 @@ async fn a_client_told_10_per_second_is_never_refused_by_nginx() {
         if refused == 0 {
             return;
         }
-        let paced = refused_after_a_stall(&log);
         assert!(
-            paced.iter().all(|&after_stall| after_stall),
+            every_refusal_follows_a_stall(&log),
             "refused with the requests before it at their pace: {log:?}"
         );
     }
     panic!("refused after a stall of the machine in each of three runs");
 }
 
-/// For each refusal in nginx's log, whether it follows a stall: the two accepted requests before
-/// it lie at least two intervals of 10/s apart from it, as the client paced them, so the one
-/// between was counted late. A client pacing too fast leaves them closer.
-fn refused_after_a_stall(log: &[(f64, u16)]) -> Vec<bool> {
+/// Whether every refusal in nginx's log follows a stall: the two accepted requests before it lie
+/// at least two intervals of 10/s apart from it, as the client paced them, so the one between
+/// was counted late. A client pacing too fast leaves them closer.
+fn every_refusal_follows_a_stall(log: &[(f64, u16)]) -> bool {
     log.iter()
         .enumerate()
         .filter(|(_, (_, status))| *status == 429)
-        .map(|(at, (time, _))| {
+        .all(|(at, (time, _))| {
             let mut accepted_before = log[..at].iter().rev().filter(|(_, s)| *s == 200);
-            let second = accepted_before.nth(1);
             // Milliseconds as nginx logs them: two intervals and one more for the rounding.
-            second.is_some_and(|(before, _)| time - before >= 0.201)
+            accepted_before
+                .nth(1)
+                .is_some_and(|(before, _)| time - before >= 0.201)
         })
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

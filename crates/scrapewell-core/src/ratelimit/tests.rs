@@ -490,20 +490,17 @@ fn fixed_window_server(
         } else {
             *refused.lock().unwrap() += 1;
         }
-        let remaining = (quota - used.1).to_string();
         let reset = (Duration::from_secs(window + 1) - since)
             .as_secs_f64()
-            .ceil()
-            .to_string();
-        let headers = [
-            ("ratelimit-limit", quota.to_string()),
-            ("ratelimit-remaining", remaining),
-            ("ratelimit-reset", reset),
-        ];
-        let mut response = status(if accepted { 200 } else { 429 }, &[]);
-        for (name, value) in headers {
-            response.headers_mut().insert(name, value.parse().unwrap());
-        }
+            .ceil();
+        let response = status(
+            if accepted { 200 } else { 429 },
+            &[
+                ("ratelimit-limit", &quota.to_string()),
+                ("ratelimit-remaining", &(quota - used.1).to_string()),
+                ("ratelimit-reset", &reset.to_string()),
+            ],
+        );
         async move { Ok::<_, BoxError>(response) }
     })
 }
