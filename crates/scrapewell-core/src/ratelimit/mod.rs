@@ -35,6 +35,7 @@
 //! # let _ = layer;
 //! ```
 
+mod clock;
 mod future;
 mod headers;
 mod layer;
