@@ -28,7 +28,7 @@ const SWEEP_EVERY: u32 = 1024;
 /// recently seen go first). A host costs [`HostTable::BYTES_PER_HOST`] bytes.
 ///
 /// The table reads the CPU's time-stamp counter (through quanta, calibrated against the OS's
-/// monotonic clock), about a third of the cost of the OS clock on every request. A table made
+/// monotonic clock) on every request: about 9 ns, where the OS clock takes 23. A table made
 /// while tokio's clock is paused (`#[tokio::test(start_paused = true)]`) reads tokio's clock
 /// instead, so that paused-time tests drive it; make the table (or the client) after pausing.
 ///
