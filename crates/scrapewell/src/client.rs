@@ -483,6 +483,10 @@ impl ClientBuilder {
     }
 
     /// The client.
+    ///
+    /// Its rate limiter keeps time on the CPU's counter, except in a client built while tokio's
+    /// clock is paused, which follows tokio's clock: in a paused-time test, build the client
+    /// after pausing (as `#[tokio::test(start_paused = true)]` does), not before.
     pub fn build(self) -> Result<Client, Error> {
         if let Some(error) = self.error {
             return Err(error);
