@@ -21,7 +21,6 @@
 //! `--callgrind bare|limited --requests N` sends N requests to one host through the boxed no-op
 //! alone or under the layer and exits, for `valgrind --tool=callgrind` to count.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::hint::black_box;
 use std::num::NonZeroU32;
@@ -32,14 +31,16 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Request, Response, Uri};
-use scrapewell_core::ratelimit::{HostTable, Quota, RateLimit, RateLimitLayer, TableSettings};
+use scrapewell_core::ratelimit::{
+    HostPaused, HostTable, Quota, RateLimit, RateLimitLayer, TableSettings,
+};
 use tower::{Layer, Service};
 
 /// Requests a batch; each round runs a batch without the layer, then one with it.
 const BATCH: usize = 10_000;
 const ROUNDS: usize = 101;
 
-type Answer = Result<Response<Bytes>, Infallible>;
+type Answer = Result<Response<Bytes>, HostPaused>;
 
 /// A service that answers at once, its future built by `F`.
 struct Noop<F>(fn(Answer) -> F);
@@ -52,10 +53,10 @@ impl<F> Clone for Noop<F> {
 
 impl<F: Future<Output = Answer>> Service<Request<Bytes>> for Noop<F> {
     type Response = Response<Bytes>;
-    type Error = Infallible;
+    type Error = HostPaused;
     type Future = F;
 
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), HostPaused>> {
         Poll::Ready(Ok(()))
     }
 

@@ -200,6 +200,31 @@ async fn retry_after_above_the_cap_fails_at_once_naming_the_value() {
         "it did not wait"
     );
     assert_eq!(server.hits("/status/503/year"), 1);
+
+    // The server asked for a year for its whole host: the next request to it fails at once
+    // too, unsent, instead of waiting out the minute the host is held for and hearing the same.
+    let error = client
+        .get(server.url("/bytes/10"))
+        .send()
+        .await
+        .unwrap_err();
+    match &error {
+        Error::HostPaused {
+            status,
+            remaining,
+            cap,
+            ..
+        } => {
+            assert_eq!(*status, 503);
+            assert!(
+                *remaining > Duration::from_secs(31_535_000),
+                "{remaining:?}"
+            );
+            assert_eq!(*cap, Duration::from_secs(120));
+        }
+        other => panic!("expected HostPaused, got {other:?}"),
+    }
+    assert_eq!(server.hits("/bytes/10"), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

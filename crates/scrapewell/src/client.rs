@@ -315,7 +315,8 @@ impl ClientBuilder {
     }
 
     /// The longest server-requested delay (`Retry-After`) that is honoured; a longer one fails
-    /// the request at once with [`Error::RetryAfterTooLong`].
+    /// the request at once with [`Error::RetryAfterTooLong`], and the requests to its host
+    /// fail at once with [`Error::HostPaused`] while the rate limiter holds the host paused.
     pub fn max_retry_after(self, cap: Duration) -> Self {
         self.with_policy(|p| p.max_retry_after(cap))
     }
@@ -507,7 +508,8 @@ impl ClientBuilder {
             .header_name(self.keys.header.clone());
         let mut rate_limit = RateLimitLayer::new(Arc::new(HostTable::new(self.hosts)))
             .key_by(self.key_hosts_by)
-            .jitter(self.rate_limit_jitter.unwrap_or(0.01));
+            .jitter(self.rate_limit_jitter.unwrap_or(0.01))
+            .fail_paused_longer_than(self.policy.get_max_retry_after());
         for (pattern, quota) in self.host_quotas {
             rate_limit = rate_limit
                 .host_quota(&pattern, quota)

@@ -146,6 +146,23 @@ pub enum Error {
         /// The attempts made.
         attempts: Attempts,
     },
+    /// The host is paused: its server asked (with `Retry-After`, or a rate-limit budget at
+    /// zero) to be left alone for longer than the `Retry-After` cap, so the request failed at
+    /// once instead of waiting, and its last attempt was not sent. A pause within the cap is
+    /// waited out.
+    #[error(
+        "host paused by its server ({status}) for another {remaining:?}, over the cap of {cap:?}"
+    )]
+    HostPaused {
+        /// The status of the answer that asked for the pause.
+        status: StatusCode,
+        /// What is left of the pause the server asked for.
+        remaining: Duration,
+        /// The configured cap on `Retry-After`.
+        cap: Duration,
+        /// The attempts made; the last one was not sent.
+        attempts: Attempts,
+    },
     /// The last attempt took longer than the attempt timeout.
     #[error("timed out: attempt {} exceeded {timeout:?}", attempts.count())]
     Timeout {
@@ -242,6 +259,7 @@ impl Error {
             | Error::Blocked { attempts, .. }
             | Error::RateLimited { attempts, .. }
             | Error::RetryAfterTooLong { attempts, .. }
+            | Error::HostPaused { attempts, .. }
             | Error::Timeout { attempts, .. }
             | Error::Deadline { attempts, .. }
             | Error::OutcomeUnknown { attempts, .. }
@@ -412,6 +430,15 @@ impl From<RetryError<TransportError>> for Error {
                 attempts,
             } => Error::Timeout {
                 timeout: elapsed.after(),
+                attempts,
+            },
+            RetryError::Transport {
+                source: TransportError::HostPaused(paused),
+                attempts,
+            } => Error::HostPaused {
+                status: paused.status,
+                remaining: paused.remaining,
+                cap: paused.longest,
                 attempts,
             },
             RetryError::Transport { source, attempts } => Error::Transport { source, attempts },

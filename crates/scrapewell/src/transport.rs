@@ -14,6 +14,7 @@ use http::header::{
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use scrapewell_core::ReplayBody;
 use scrapewell_core::block::RedirectedTo;
+use scrapewell_core::ratelimit::HostPaused;
 use scrapewell_core::retry::{ClassifyError, TransportFailure};
 use scrapewell_core::timeout::Elapsed;
 use tower::Service;
@@ -43,6 +44,9 @@ pub enum TransportError {
     /// The attempt took longer than its timeout.
     #[error(transparent)]
     TimedOut(#[from] Elapsed),
+    /// The host's server asked for a pause longer than the client waits; nothing was sent.
+    #[error(transparent)]
+    HostPaused(#[from] HostPaused),
     /// A redirect pointed somewhere the client cannot follow.
     #[error("bad redirect: {0}")]
     Redirect(String),
@@ -58,6 +62,7 @@ impl ClassifyError for TransportError {
             TransportError::Request(_) | TransportError::Body(_) => TransportFailure::AfterSend,
             TransportError::TimedOut(_) => TransportFailure::TimedOut,
             TransportError::BodyTooLarge { .. }
+            | TransportError::HostPaused(_)
             | TransportError::Redirect(_)
             | TransportError::Proxy(_) => TransportFailure::Permanent,
         }

@@ -43,6 +43,7 @@ pub struct RateLimitLayer {
     default: Option<Arc<Limiter>>,
     key_by: KeyBy,
     jitter: f64,
+    longest_wait: Option<Duration>,
 }
 
 /// How requests are grouped into the hosts that share a budget.
@@ -74,6 +75,8 @@ pub(crate) struct Shared {
     default: Option<Arc<Limiter>>,
     key_by: KeyBy,
     pub(crate) jitter: f64,
+    /// A request to a host paused by its server for longer fails at once.
+    pub(crate) longest_wait: Option<Duration>,
 }
 
 /// One quota, checked by governor's GCRA against a host's state in the table.
@@ -138,6 +141,7 @@ impl RateLimitLayer {
             default: None,
             key_by: KeyBy::default(),
             jitter: 0.01,
+            longest_wait: None,
         }
     }
 
@@ -165,6 +169,31 @@ impl RateLimitLayer {
     /// NaN is none).
     pub fn jitter(mut self, share: f64) -> Self {
         self.jitter = share_within(share, 0.0, 1.0);
+        self
+    }
+
+    /// Fails a request to a host that its server paused for longer than `longest` (counting
+    /// all it asked for, not only the part [`TableSettings::max_pause`] holds the host for) at
+    /// once, unsent, with [`HostPaused`](super::HostPaused), instead of letting it wait: when the pause is over,
+    /// the server would only say again to come back later than the caller waits. A request
+    /// already waiting for its turn when such a pause begins fails too. By default every
+    /// request waits.
+    ///
+    /// [`TableSettings::max_pause`]: super::TableSettings::max_pause
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    /// use scrapewell_core::ratelimit::{HostTable, RateLimitLayer, TableSettings};
+    ///
+    /// let table = Arc::new(HostTable::new(TableSettings::default()));
+    /// let layer = RateLimitLayer::new(table).fail_paused_longer_than(Duration::from_secs(60));
+    /// # let _ = layer;
+    /// ```
+    pub fn fail_paused_longer_than(mut self, longest: Duration) -> Self {
+        self.longest_wait = Some(longest);
         self
     }
 
@@ -354,6 +383,7 @@ impl<S> Layer<S> for RateLimitLayer {
             default: self.default.clone(),
             key_by: self.key_by.clone(),
             jitter: self.jitter,
+            longest_wait: self.longest_wait,
         };
         RateLimit {
             inner,
@@ -376,6 +406,7 @@ impl fmt::Debug for RateLimitLayer {
             .field("default", &self.default.as_ref().map(|l| l.quota))
             .field("key_by", &self.key_by)
             .field("jitter", &self.jitter)
+            .field("longest_wait", &self.longest_wait)
             .finish()
     }
 }

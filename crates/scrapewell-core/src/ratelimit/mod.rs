@@ -16,6 +16,10 @@
 //! A host starts with one request in flight and gets one more place for each accepted response,
 //! up to the bound (slow start), so that a burst does not meet a host whose limit is unknown.
 //!
+//! A server that asks for a pause longer than a caller would wait (a `Retry-After` of a day) can
+//! have the requests to its host fail at once instead, with [`HostPaused`]
+//! ([`RateLimitLayer::fail_paused_longer_than`]).
+//!
 //! The state lives in a [`HostTable`] shared by every request of the client; its memory is
 //! bounded. Waits for a pause or a learned pace get a jitter of up to 1%, so that clients
 //! started together drift apart.
@@ -56,7 +60,35 @@ pub use layer::{InvalidPattern, KeyBy, KeyFn, RateLimitLayer};
 pub use table::{HostKey, HostStats, HostTable, TableSettings};
 
 use layer::{Limiter, Shared};
-use table::{Admission, nanos};
+use table::{Admission, Hold, Pause, nanos};
+
+/// A request to a host its server paused for longer than the layer lets a request wait
+/// ([`RateLimitLayer::fail_paused_longer_than`]); it was not sent.
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use scrapewell_core::ratelimit::HostPaused;
+///
+/// fn advice(error: &HostPaused) -> String {
+///     format!("come back in {} s", error.remaining.as_secs())
+/// }
+/// # let _ = advice;
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "host paused by its server ({status}) for another {remaining:?}, longer than the {longest:?} a request waits"
+)]
+#[non_exhaustive]
+pub struct HostPaused {
+    /// The status of the answer that asked for the pause.
+    pub status: http::StatusCode,
+    /// What is left of the pause the server asked for.
+    pub remaining: Duration,
+    /// The longest a request waits for a pause.
+    pub longest: Duration,
+}
 
 /// Waits for each request's turn at its host (see the [module docs](self)).
 ///
@@ -101,7 +133,7 @@ impl<S, B, ResB> Service<Request<B>> for RateLimit<S>
 where
     S: Service<Request<B>, Response = Response<ResB>> + Clone + Send + 'static,
     S::Future: Send,
-    S::Error: Send + 'static,
+    S::Error: From<HostPaused> + Send + 'static,
     B: Send + 'static,
     ResB: Send + 'static,
 {
@@ -133,7 +165,7 @@ where
                 let shared = Arc::clone(&self.shared);
                 let limiter = limiter.cloned();
                 ResponseFuture::waiting(async move {
-                    let mut turn = wait_for_turn(shared, key, limiter, first).await;
+                    let mut turn = wait_for_turn(shared, key, limiter, first).await?;
                     let result = inner.oneshot(request).await;
                     turn.complete(result.as_ref().ok());
                     result
@@ -143,13 +175,14 @@ where
     }
 }
 
-/// Waits until the request may go, from what its first look at the host found.
+/// Waits until the request may go, from what its first look at the host found; gives up on a
+/// host paused for longer than the layer lets a request wait.
 async fn wait_for_turn(
     shared: Arc<Shared>,
     key: HostKey,
     limiter: Option<Arc<Limiter>>,
     mut admission: Admission,
-) -> Turn {
+) -> Result<Turn, HostPaused> {
     let table = &shared.table;
     loop {
         match admission {
@@ -163,13 +196,14 @@ async fn wait_for_turn(
                     match table.leave(&key, turn.quota_interval, &mut turn.paced_at) {
                         Ok(left) => {
                             turn.admitted = left;
-                            return turn;
+                            return Ok(turn);
                         }
-                        Err(wait) => shared.sleep(wait).await,
+                        Err(Hold::Paced(wait)) => shared.sleep(wait).await,
+                        Err(Hold::Paused(pause)) => shared.wait_out(pause).await?,
                     }
                 }
             }
-            Admission::Paused(wait) => shared.sleep(wait).await,
+            Admission::Paused(pause) => shared.wait_out(pause).await?,
             // No jitter here: governor's slots already stagger the waiting requests, and a
             // jitter would only cost rate.
             Admission::Quota(wait) => tokio::time::sleep(wait).await,
@@ -239,6 +273,22 @@ impl Drop for Turn {
 }
 
 impl Shared {
+    /// Waits for the end of a pause, or fails when the server asked for longer than a request
+    /// waits.
+    async fn wait_out(&self, pause: Pause) -> Result<(), HostPaused> {
+        match self.longest_wait {
+            Some(longest) if pause.asked > longest => Err(HostPaused {
+                status: pause.status,
+                remaining: pause.asked,
+                longest,
+            }),
+            _ => {
+                self.sleep(pause.wait).await;
+                Ok(())
+            }
+        }
+    }
+
     /// Sleeps `wait` plus a jitter of up to the configured share of it.
     fn sleep(&self, wait: Duration) -> impl Future<Output = ()> + use<> {
         let jitter = wait.mul_f64(self.jitter * fastrand::f64());

@@ -214,12 +214,32 @@ pub(crate) enum Admission {
     /// Admitted and counted in flight; it goes at `slot` (nanoseconds since the table's epoch),
     /// `wait` from now.
     Admitted { slot: u64, wait: Duration },
-    /// The host is paused for this long.
-    Paused(Duration),
+    /// The host is paused.
+    Paused(Pause),
     /// The host's quota allows the next request in this long.
     Quota(Duration),
     /// The host has its most requests in flight: this is notified when one completes.
     Busy(Arc<Notify>),
+}
+
+/// A pause a server put on a host.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Pause {
+    /// How long the host stays paused: what the server asked, held to `max_pause`.
+    pub(crate) wait: Duration,
+    /// How much of what the server asked is left.
+    pub(crate) asked: Duration,
+    /// The status of the answer that asked.
+    pub(crate) status: http::StatusCode,
+}
+
+/// Why a request that waited for its slot cannot leave yet.
+#[derive(Debug)]
+pub(crate) enum Hold {
+    /// The host was paused while it waited.
+    Paused(Pause),
+    /// Its slot in the host's pace is this far off.
+    Paced(Duration),
 }
 
 /// Aligned to two cache lines (the pair x86 fetches together), so that threads working on
@@ -300,6 +320,9 @@ struct HostState {
     delivered_every: u64,
     /// The latest the server's current budget resets, as its answers bound it.
     reset_by: u64,
+    /// The end of the longest pause the server asked for, of which `paused_until` is the part
+    /// held to `max_pause`.
+    asked_until: u64,
     window_refused: u32,
     refusals: u32,
     clean: u32,
@@ -310,6 +333,8 @@ struct HostState {
     /// Responses accepted so far, while fewer than the in-flight bound: the host's window of
     /// requests in flight opens one place with each, from one.
     opened: u16,
+    /// The status of the answer that asked for the pause.
+    paused_by: u16,
 }
 
 impl HostTable {
@@ -383,7 +408,7 @@ impl HostTable {
     pub(crate) fn admit(&self, key: &HostKey, now: u64, quota: Option<&Limiter>) -> Admission {
         self.with_host(key, now, |state, settings| {
             if state.paused_until > now {
-                return Admission::Paused(Duration::from_nanos(state.paused_until - now));
+                return Admission::Paused(state.pause(now));
             }
             if state.in_flight >= state.window(settings) {
                 let released = state.released.get_or_insert_with(Arc::default);
@@ -420,8 +445,8 @@ impl HostTable {
         })
     }
 
-    /// A request that waited for its slot leaves now, and this is when (`Err`: how much longer
-    /// it must wait). It waits on while the host is paused (a pause that began while it
+    /// A request that waited for its slot leaves now, and this is when (`Err`: what holds it
+    /// back). It waits on while the host is paused (a pause that began while it
     /// waited), and a request whose slot was given (at `paced_at`) under a pace cut since then
     /// takes a new slot in the new pace, with `paced_at` moved to now: left at their old slots,
     /// the requests queued behind a refusal would each be refused in turn. A request woken
@@ -434,11 +459,11 @@ impl HostTable {
         key: &HostKey,
         quota_interval: u64,
         paced_at: &mut u64,
-    ) -> Result<u64, Duration> {
+    ) -> Result<u64, Hold> {
         let now = self.now();
         self.with_host(key, now, |state, _| {
             if state.paused_until > now {
-                return Err(Duration::from_nanos(state.paused_until - now));
+                return Err(Hold::Paused(state.pause(now)));
             }
             let interval = state.interval(now);
             if *paced_at < state.last_cut {
@@ -446,14 +471,14 @@ impl HostTable {
                 let slot = state.last_admit.saturating_add(interval).max(now);
                 state.last_admit = slot;
                 if slot > now {
-                    return Err(Duration::from_nanos(slot - now));
+                    return Err(Hold::Paced(Duration::from_nanos(slot - now)));
                 }
             }
             // Slots were given an interval apart: behind one that left late, keep the interval
             // from when it left.
             let earliest = state.last_left.saturating_add(interval);
             if state.last_left > 0 && earliest > now {
-                return Err(Duration::from_nanos(earliest - now));
+                return Err(Hold::Paced(Duration::from_nanos(earliest - now)));
             }
             state.last_left = now;
             state.last_admit = state.last_admit.max(now);
@@ -604,7 +629,7 @@ impl HostState {
                 self.declared = with_margin(nanos(declared)).min(max_pause);
             }
             if let (Some(remaining), Some(reset)) = (limit.remaining, limit.reset) {
-                self.follow_budget(now, remaining, reset, &limit, max_pause);
+                self.follow_budget(now, remaining, reset, &limit, (status, max_pause));
             }
         }
         if !is_refusal(status) {
@@ -619,7 +644,7 @@ impl HostState {
             .get(http::header::RETRY_AFTER)
             .and_then(|v| crate::retry::parse_retry_after(v, std::time::SystemTime::now()).ok())
         {
-            self.pause_until(now.saturating_add(nanos(delay).min(max_pause)));
+            self.pause_as_asked(now, nanos(delay), status, max_pause);
         }
         // Multiplicative decrease. Refusals of requests spaced by the pace before the last cut
         // say nothing about the new pace: cut once per round trip.
@@ -658,8 +683,8 @@ impl HostState {
         }
     }
 
-    /// Paces the host by the budget an answer at `now` announced: `remaining` units until a
-    /// reset `reset` from now.
+    /// Paces the host by the budget an answer (of `status`) at `now` announced: `remaining`
+    /// units until a reset `reset` from now.
     ///
     /// A reset in whole seconds, rounded up, bounds the end of the server's window from above,
     /// and of the answers within one window the earliest bound holds: taken alone, the "1 s"
@@ -673,7 +698,7 @@ impl HostState {
         remaining: u64,
         reset: Duration,
         limit: &ServerLimit,
-        max_pause: u64,
+        (status, max_pause): (http::StatusCode, u64),
     ) {
         let bound = now.saturating_add(nanos(reset));
         let same_window = self.reset_by > now
@@ -697,15 +722,14 @@ impl HostState {
         } else if spent_here {
             // The units this window had are spent: nothing more until it ends (and at least
             // a spacing of the quota, should its end have been an epoch time rounded down).
-            let wait = left.max(with_margin(spacing)).min(max_pause);
-            self.pause_until(now.saturating_add(wait));
+            self.pause_as_asked(now, left.max(with_margin(spacing)), status, max_pause);
         } else if let Some(wait) = limit.exhausted_wait() {
             // None left from the first answer of a window: a wait as long as the reset is the
             // server's word; a shorter one is the quota's spacing, an estimate within the
             // reset's rounding (a server that refills one request at a time says none remain
             // after each).
             if wait == reset {
-                self.pause_until(now.saturating_add(nanos(wait).min(max_pause)));
+                self.pause_as_asked(now, nanos(wait), status, max_pause);
             } else {
                 // The spacing of the quota paces the next requests, as a quota does (a pause
                 // would release every request waiting for its end at once), for as long as the
@@ -801,8 +825,29 @@ impl HostState {
         }
     }
 
-    fn pause_until(&mut self, until: u64) {
-        self.paused_until = self.paused_until.max(until);
+    /// Pauses the host from `now` for the `asked` nanoseconds an answer of `status` asked
+    /// for, held to `max_pause`. What it asked is kept whole: a request need not wait out the
+    /// part `max_pause` holds when the server asked for longer than it would wait.
+    fn pause_as_asked(&mut self, now: u64, asked: u64, status: http::StatusCode, max_pause: u64) {
+        let until = now.saturating_add(asked);
+        // Once a pause is over (the host was tried again), what it asked for no longer holds.
+        if self.paused_until <= now || until >= self.asked_until {
+            self.asked_until = until;
+            self.paused_by = status.as_u16();
+        }
+        self.paused_until = self
+            .paused_until
+            .max(now.saturating_add(asked.min(max_pause)));
+    }
+
+    /// The pause in force at `now`, which is before `paused_until`.
+    fn pause(&self, now: u64) -> Pause {
+        Pause {
+            wait: Duration::from_nanos(self.paused_until - now),
+            asked: Duration::from_nanos(self.asked_until.saturating_sub(now)),
+            status: http::StatusCode::from_u16(self.paused_by)
+                .unwrap_or(http::StatusCode::SERVICE_UNAVAILABLE),
+        }
     }
 }
 

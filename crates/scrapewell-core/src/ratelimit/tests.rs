@@ -243,6 +243,68 @@ async fn a_429_with_retry_after_pauses_the_whole_host_and_only_it() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_pause_longer_than_a_request_waits_fails_the_requests_to_its_host_at_once() {
+    let log = Log::default();
+    let longest = Duration::from_secs(60);
+    let service = RateLimitLayer::new(table())
+        .jitter(0.0)
+        .fail_paused_longer_than(longest)
+        .layer(server(log.clone(), |n, host| match (host, n) {
+            ("a.test", 1) => status(503, &[("retry-after", "86400")]),
+            ("b.test", 1) => status(429, &[("retry-after", "30")]),
+            ("a.test", 2) => status(
+                200,
+                &[("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", "5")],
+            ),
+            _ => ok(),
+        }));
+    let send = |url: &str| service.clone().oneshot(get(url));
+    let paused = |result: Result<Response<Bytes>, BoxError>| {
+        *result
+            .expect_err("failed at once")
+            .downcast::<HostPaused>()
+            .expect("HostPaused")
+    };
+    // A new host takes one request at a time: the second and third wait for the first, whose
+    // answer asks for a day.
+    let started = Instant::now();
+    let mut first_three = join_all((1..=3).map(|i| send(&format!("http://a.test/{i}"))))
+        .await
+        .into_iter();
+    let answered = first_three.next().unwrap().unwrap();
+    assert_eq!(answered.status(), StatusCode::SERVICE_UNAVAILABLE);
+    for waited in first_three {
+        let error = paused(waited);
+        assert_eq!(error.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(error.remaining, Duration::from_secs(86400));
+        assert_eq!(error.longest, longest);
+    }
+    let error = paused(send("http://a.test/4").await);
+    assert_eq!(error.remaining, Duration::from_secs(86400));
+    assert_eq!(Instant::now(), started, "nobody waited");
+    assert_eq!(arrivals(&log, "a.test").len(), 1, "none of them was sent");
+
+    // A pause within what a request waits is waited out.
+    send("http://b.test/1").await.unwrap();
+    let asked = Instant::now();
+    let waited = send("http://b.test/2").await.unwrap();
+    assert_eq!(waited.status(), StatusCode::OK);
+    assert_eq!(Instant::now() - asked, Duration::from_secs(30));
+
+    // The host is held for no longer than the longest pause (60 s): then a request goes. Its
+    // answer spends the budget until a reset 5 s away, which the next request waits out: the
+    // day asked for before no longer counts once the host was tried again.
+    tokio::time::sleep_until(started + Duration::from_secs(60)).await;
+    let probe = send("http://a.test/5").await.unwrap();
+    assert_eq!(probe.status(), StatusCode::OK);
+    let asked = Instant::now();
+    let next = send("http://a.test/6").await.unwrap();
+    assert_eq!(next.status(), StatusCode::OK);
+    assert_eq!(Instant::now() - asked, Duration::from_secs(5));
+    assert_eq!(arrivals(&log, "a.test").len(), 3);
+}
+
+#[tokio::test(start_paused = true)]
 async fn rate_limit_headers_set_the_pace_before_any_refusal() {
     let log = Log::default();
     let service = RateLimitLayer::new(table())

@@ -162,6 +162,11 @@ impl<C> RetryPolicy<C> {
         self.max_attempts
     }
 
+    /// The longest `Retry-After` honoured.
+    pub fn get_max_retry_after(&self) -> Duration {
+        self.max_retry_after
+    }
+
     pub(crate) fn limits(&self, overrides: Option<&RetryOverrides>) -> Limits {
         let overrides = overrides.copied().unwrap_or_default();
         Limits {
