@@ -629,7 +629,7 @@ impl HostState {
                 self.declared = with_margin(nanos(declared)).min(max_pause);
             }
             if let (Some(remaining), Some(reset)) = (limit.remaining, limit.reset) {
-                self.follow_budget(now, remaining, reset, &limit, (status, max_pause));
+                self.follow_budget(now, remaining, reset, &limit, status, max_pause);
             }
         }
         if !is_refusal(status) {
@@ -698,7 +698,8 @@ impl HostState {
         remaining: u64,
         reset: Duration,
         limit: &ServerLimit,
-        (status, max_pause): (http::StatusCode, u64),
+        status: http::StatusCode,
+        max_pause: u64,
     ) {
         let bound = now.saturating_add(nanos(reset));
         let same_window = self.reset_by > now
