@@ -174,10 +174,10 @@ impl RateLimitLayer {
 
     /// Fails a request to a host that its server paused for longer than `longest` (counting
     /// all it asked for, not only the part [`TableSettings::max_pause`] holds the host for) at
-    /// once, unsent, with [`HostPaused`](super::HostPaused), instead of letting it wait: when the pause is over,
-    /// the server would only say again to come back later than the caller waits. A request
-    /// already waiting for its turn when such a pause begins fails too. By default every
-    /// request waits.
+    /// once, unsent, with [`HostPaused`](super::HostPaused), instead of letting it wait: when
+    /// the pause is over, the server would only say again to come back later than the caller
+    /// waits. A request already waiting for its turn when such a pause begins fails too. By
+    /// default every request waits.
     ///
     /// [`TableSettings::max_pause`]: super::TableSettings::max_pause
     ///
