@@ -1,6 +1,7 @@
 //! The innermost service: one attempt over reqwest, redirects followed, the body read whole.
 
 use std::collections::HashMap;
+use std::error::Error as _;
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
@@ -32,6 +33,14 @@ pub enum TransportError {
     /// The request failed after it may have reached the server.
     #[error("request failed")]
     Request(#[source] reqwest::Error),
+    /// The server turned the request away before processing any of it: an HTTP/2 stream reset
+    /// with `REFUSED_STREAM`, or one a graceful `GOAWAY` left out (RFC 9113, 8.7).
+    #[error("refused unprocessed")]
+    Refused(#[source] reqwest::Error),
+    /// The response's head was not HTTP: a bad status line, a malformed header line, a header
+    /// section over the parser's limits. Sent, so the server may have processed the request.
+    #[error("malformed response")]
+    MalformedResponse(#[source] reqwest::Error),
     /// The response body broke off (a reset, a truncated body).
     #[error("response body broke off")]
     Body(#[source] reqwest::Error),
@@ -55,11 +64,50 @@ pub enum TransportError {
     Proxy(#[source] reqwest::Error),
 }
 
+impl TransportError {
+    /// The error of an attempt whose request or response head failed.
+    fn of_send(error: reqwest::Error) -> Self {
+        if error.is_connect() {
+            TransportError::Connect(error.without_url())
+        } else if cause::<h2::Error>(&error).is_some_and(refused_unprocessed) {
+            TransportError::Refused(error.without_url())
+        } else if cause::<hyper::Error>(&error).is_some_and(hyper::Error::is_parse) {
+            TransportError::MalformedResponse(error.without_url())
+        } else {
+            TransportError::Request(error.without_url())
+        }
+    }
+}
+
+/// The first error of type `T` in the chain of `error`'s sources.
+fn cause<T: std::error::Error + 'static>(error: &reqwest::Error) -> Option<&T> {
+    let mut cause = error.source();
+    while let Some(error) = cause {
+        if let Some(found) = error.downcast_ref::<T>() {
+            return Some(found);
+        }
+        cause = error.source();
+    }
+    None
+}
+
+/// Whether an HTTP/2 server said it did not process the request: it reset the stream with
+/// `REFUSED_STREAM`, or its graceful `GOAWAY` (`NO_ERROR`) came before it took the stream up.
+fn refused_unprocessed(error: &h2::Error) -> bool {
+    let reason = error.reason();
+    error.is_remote()
+        && ((error.is_reset() && reason == Some(h2::Reason::REFUSED_STREAM))
+            || (error.is_go_away() && reason == Some(h2::Reason::NO_ERROR)))
+}
+
 impl ClassifyError for TransportError {
     fn transport_failure(&self) -> TransportFailure {
         match self {
             TransportError::Connect(_) => TransportFailure::NotSent,
-            TransportError::Request(_) | TransportError::Body(_) => TransportFailure::AfterSend,
+            TransportError::Refused(_) => TransportFailure::Refused,
+            TransportError::Request(_)
+            | TransportError::MalformedResponse(_)
+            | TransportError::Body(_) => TransportFailure::AfterSend,
             TransportError::TimedOut(_) => TransportFailure::TimedOut,
             TransportError::BodyTooLarge { .. }
             | TransportError::HostPaused(_)
@@ -145,8 +193,17 @@ impl HttpSettings {
         &self,
         proxy: Option<&ProxyUrl>,
     ) -> Result<reqwest::Client, reqwest::Error> {
+        self.builder(proxy)?.build()
+    }
+
+    fn builder(&self, proxy: Option<&ProxyUrl>) -> Result<reqwest::ClientBuilder, reqwest::Error> {
         let mut builder = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
+            // The retry layer is the one place retries are decided: reqwest's own (HTTP/2
+            // refusals) would resend under each attempt, unseen by the budget, the attempt
+            // count and the logs, and copies every request for it. Its refusals are classified
+            // instead (`TransportError::Refused`) and retried by the layer.
+            .retry(reqwest::retry::never().max_retries_per_request(0))
             .default_headers(self.default_headers.clone());
         if let Some(user_agent) = &self.user_agent {
             builder = builder.user_agent(user_agent.clone());
@@ -157,7 +214,7 @@ impl HttpSettings {
         if let Some(proxy) = proxy {
             builder = builder.proxy(reqwest::Proxy::all(&*proxy.0)?);
         }
-        builder.build()
+        Ok(builder)
     }
 }
 
@@ -276,13 +333,7 @@ async fn exchange(
     let mut response = loop {
         // The URL moves into the request; the response keeps it, and redirects join onto that.
         let sent = http.execute(reqwest_request(&method, url, &headers, body.take()));
-        let response = sent.await.map_err(|e| {
-            if e.is_connect() {
-                TransportError::Connect(e.without_url())
-            } else {
-                TransportError::Request(e.without_url())
-            }
-        })?;
+        let response = sent.await.map_err(TransportError::of_send)?;
         let Some(next) = redirect_target(&response, redirects, config.max_redirects)? else {
             break response;
         };
@@ -436,13 +487,15 @@ async fn read_capped(
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
     use super::*;
 
-    #[test]
-    fn an_attempts_future_fits_the_allocators_thread_cache() {
-        // glibc serves allocations of up to 1,032 bytes from a per-thread cache; a larger box,
-        // made on every attempt, takes its slow path (about 400 instructions more).
-        let transport = Transport::new(TransportConfig {
+    fn config() -> TransportConfig {
+        TransportConfig {
             max_redirects: 10,
             max_body: 1 << 20,
             idempotency_key: HeaderName::from_static("idempotency-key"),
@@ -451,14 +504,123 @@ mod tests {
                 default_headers: HeaderMap::new(),
                 connect_timeout: None,
             },
-        })
-        .unwrap();
-        let request = http::Request::new(Outgoing {
+        }
+    }
+
+    fn get(url: &str) -> http::Request<Outgoing> {
+        http::Request::new(Outgoing {
             body: Body::empty(),
-            url: Url::parse("http://127.0.0.1/").unwrap(),
+            url: Url::parse(url).unwrap(),
             proxy: None,
+        })
+    }
+
+    /// An HTTP/2 frame (RFC 9113, 4.1).
+    fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+        let mut frame = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+        frame.extend([kind, flags]);
+        frame.extend(stream.to_be_bytes());
+        frame.extend(payload);
+        frame
+    }
+
+    const HEADERS: u8 = 0x1;
+    const RST_STREAM: u8 = 0x3;
+    const SETTINGS: u8 = 0x4;
+    const GOAWAY: u8 = 0x7;
+    const NO_ERROR: u32 = 0x0;
+    const INTERNAL_ERROR: u32 = 0x2;
+    const REFUSED_STREAM: u32 = 0x7;
+
+    /// One attempt of a GET, by the transport's own reqwest client (speaking HTTP/2 without
+    /// TLS), to a loopback server that answers the request's HEADERS frame with the frames
+    /// `answer` makes of its stream id and then closes. Returns the attempt's error and the
+    /// number of requests the server saw.
+    async fn refusal(answer: fn(u32) -> Vec<u8>) -> (TransportError, usize) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        let requests = Arc::new(AtomicUsize::new(0));
+        let seen = requests.clone();
+        let server = tokio::spawn(async move {
+            // reqwest opens a new connection after a GOAWAY: serve each to its end.
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let mut preface = [0; 24];
+                socket.read_exact(&mut preface).await.unwrap();
+                socket.write_all(&frame(SETTINGS, 0, 0, &[])).await.unwrap();
+                let mut head = [0; 9];
+                while socket.read_exact(&mut head).await.is_ok() {
+                    let length = u32::from_be_bytes([0, head[0], head[1], head[2]]);
+                    let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]);
+                    let mut payload = vec![0; length as usize];
+                    socket.read_exact(&mut payload).await.unwrap();
+                    match head[3] {
+                        SETTINGS if head[4] & 1 == 0 => {
+                            socket.write_all(&frame(SETTINGS, 1, 0, &[])).await.unwrap();
+                        }
+                        HEADERS => {
+                            seen.fetch_add(1, Ordering::SeqCst);
+                            socket.write_all(&answer(stream)).await.unwrap();
+                            break;
+                        }
+                        _ => {}
+                    }
+                }
+            }
         });
-        let attempt = exchange(transport.http.clone(), transport.config, request);
+        let settings = config().settings;
+        let http = settings.builder(None).unwrap().http2_prior_knowledge();
+        let attempt = exchange(http.build().unwrap(), Arc::new(config()), get(&url));
+        let error = attempt.await.unwrap_err();
+        server.abort();
+        (error, requests.load(Ordering::SeqCst))
+    }
+
+    #[tokio::test]
+    async fn a_stream_the_server_refused_is_an_unprocessed_refusal_sent_once() {
+        let (error, requests) =
+            refusal(|stream| frame(RST_STREAM, 0, stream, &REFUSED_STREAM.to_be_bytes())).await;
+        assert!(matches!(error, TransportError::Refused(_)), "{error:?}");
+        assert_eq!(error.transport_failure(), TransportFailure::Refused);
+        // reqwest's own retry of refusals is off: the retry layer decides, and counts.
+        assert_eq!(requests, 1);
+    }
+
+    #[tokio::test]
+    async fn a_stream_a_graceful_goaway_left_out_is_an_unprocessed_refusal() {
+        let (error, requests) = refusal(|stream| {
+            let last_taken_up = stream.saturating_sub(2);
+            let payload = [last_taken_up.to_be_bytes(), NO_ERROR.to_be_bytes()].concat();
+            frame(GOAWAY, 0, 0, &payload)
+        })
+        .await;
+        assert!(matches!(error, TransportError::Refused(_)), "{error:?}");
+        assert_eq!(requests, 1);
+    }
+
+    #[tokio::test]
+    async fn a_stream_reset_for_another_reason_or_taken_up_may_have_been_processed() {
+        let reset = |stream| frame(RST_STREAM, 0, stream, &INTERNAL_ERROR.to_be_bytes());
+        let taken_up = |stream: u32| {
+            let payload = [stream.to_be_bytes(), NO_ERROR.to_be_bytes()].concat();
+            frame(GOAWAY, 0, 0, &payload)
+        };
+        for answer in [reset as fn(u32) -> Vec<u8>, taken_up] {
+            let (error, _) = refusal(answer).await;
+            assert!(matches!(error, TransportError::Request(_)), "{error:?}");
+            assert_eq!(error.transport_failure(), TransportFailure::AfterSend);
+        }
+    }
+
+    #[test]
+    fn an_attempts_future_fits_the_allocators_thread_cache() {
+        // glibc serves allocations of up to 1,032 bytes from a per-thread cache; a larger box,
+        // made on every attempt, takes its slow path (about 400 instructions more).
+        let transport = Transport::new(config()).unwrap();
+        let attempt = exchange(
+            transport.http.clone(),
+            transport.config,
+            get("http://127.0.0.1/"),
+        );
         assert!(
             std::mem::size_of_val(&attempt) <= 1032,
             "{} bytes",

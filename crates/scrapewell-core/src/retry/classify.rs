@@ -118,6 +118,9 @@ impl RequestFacts {
 pub enum TransportFailure {
     /// Nothing reached the server (connection refused, DNS failure): always safe to retry.
     NotSent,
+    /// The server turned the request away before processing any of it (an HTTP/2 stream reset
+    /// with `REFUSED_STREAM`, or one a graceful `GOAWAY` left out): always safe to retry.
+    Refused,
     /// The request may have reached the server (timeout, reset, truncated response).
     AfterSend,
     /// The attempt took longer than its timeout: it may have reached the server.
@@ -207,8 +210,8 @@ pub trait Classify<B, E>: Send + Sync + 'static {
 ///
 /// | result | replay-safe (idempotent method, or a key) | POST / PATCH without a key |
 /// |---|---|---|
-/// | connect failed | retry | retry |
-/// | attempt timeout, reset after sending | retry | outcome unknown |
+/// | connect failed, or refused unprocessed | retry | retry |
+/// | attempt timeout, reset after sending, a response that is not HTTP | retry | outcome unknown |
 /// | 408, 500, 502, 504 | retry | done |
 /// | 429 | retry | retry |
 /// | 503 | retry | retry with `Retry-After`, else done |
@@ -250,6 +253,7 @@ where
             AttemptResult::Error(error) => {
                 return match error.transport_failure() {
                     TransportFailure::NotSent => Outcome::Retry(RetryReason::Connect),
+                    TransportFailure::Refused => Outcome::Retry(RetryReason::Refused),
                     TransportFailure::AfterSend if replay_safe => {
                         Outcome::Retry(RetryReason::Transport)
                     }

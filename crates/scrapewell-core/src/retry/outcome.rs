@@ -43,9 +43,14 @@ pub enum Outcome {
 pub enum RetryReason {
     /// The connection failed before anything was sent.
     Connect,
+    /// The server turned the request away unprocessed ([`TransportFailure::Refused`]).
+    ///
+    /// [`TransportFailure::Refused`]: super::TransportFailure::Refused
+    Refused,
     /// The attempt timed out.
     Timeout,
-    /// The connection broke after the request was sent (a reset, a truncated body).
+    /// The connection broke after the request was sent (a reset, a truncated body), or the
+    /// response was not HTTP.
     Transport,
     /// A status that is retryable for this request (408, 429, 500, 502, 503, 504).
     Status(StatusCode),
@@ -69,6 +74,7 @@ impl fmt::Display for RetryReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             RetryReason::Connect => f.write_str("connect failed"),
+            RetryReason::Refused => f.write_str("refused unprocessed"),
             RetryReason::Timeout => f.write_str("timeout"),
             RetryReason::Transport => f.write_str("connection broken"),
             RetryReason::Status(status) => write!(f, "status {}", status.as_u16()),

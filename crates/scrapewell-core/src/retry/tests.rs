@@ -357,6 +357,37 @@ async fn keyless_post_whose_connection_was_refused_is_retried() {
     );
 }
 
+#[test]
+fn a_request_refused_unprocessed_is_retried_whatever_its_method_and_a_reset_is_not() {
+    #[derive(Debug)]
+    struct Failed(TransportFailure);
+    impl ClassifyError for Failed {
+        fn transport_failure(&self) -> TransportFailure {
+            self.0
+        }
+    }
+    let classify = |request: &Request<Bytes>, failure| {
+        <ConflictAware as Classify<Bytes, Failed>>::classify(
+            &ConflictAware,
+            &RequestFacts::of(request),
+            AttemptResult::Error(&Failed(failure)),
+        )
+    };
+    for request in [get(), post()] {
+        assert_eq!(
+            classify(&request, TransportFailure::Refused),
+            super::Outcome::Retry(RetryReason::Refused),
+            "{}",
+            request.method()
+        );
+    }
+    assert_eq!(
+        classify(&post(), TransportFailure::AfterSend),
+        super::Outcome::OutcomeUnknown
+    );
+    assert_eq!(RetryReason::Refused.to_string(), "refused unprocessed");
+}
+
 #[tokio::test(start_paused = true)]
 async fn attempt_timeout_retries_a_get_and_is_outcome_unknown_for_a_keyless_post() {
     let layer = tower::layer::util::Stack::new(
