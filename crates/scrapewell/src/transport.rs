@@ -542,7 +542,8 @@ mod tests {
         let requests = Arc::new(AtomicUsize::new(0));
         let seen = requests.clone();
         let server = tokio::spawn(async move {
-            // reqwest opens a new connection after a GOAWAY: serve each to its end.
+            // Every connection is served, so that a resend (reqwest's own retry, were it on)
+            // is counted rather than left hanging.
             while let Ok((mut socket, _)) = listener.accept().await {
                 let mut preface = [0; 24];
                 socket.read_exact(&mut preface).await.unwrap();
