@@ -119,7 +119,8 @@ pub enum TransportFailure {
     /// Nothing reached the server (connection refused, DNS failure): always safe to retry.
     NotSent,
     /// The server turned the request away before processing any of it (an HTTP/2 stream reset
-    /// with `REFUSED_STREAM`, or one a graceful `GOAWAY` left out): always safe to retry.
+    /// with `REFUSED_STREAM`, or one a graceful `GOAWAY` left out): always safe to retry, and
+    /// the first time at once, without the backoff.
     Refused,
     /// The request may have reached the server (timeout, reset, truncated response).
     AfterSend,

@@ -205,6 +205,11 @@ where
             let spare = this.request.is_some();
             let progress = &mut *this.progress;
             let output = match progress.after(&result, outcome, spare) {
+                Next::RetryAfter(delay) if delay.is_zero() => {
+                    progress.attempts.begin_attempt();
+                    this.state.set(State::Ready);
+                    continue;
+                }
                 Next::RetryAfter(delay) => {
                     let sleep = Box::pin(tokio::time::sleep(delay));
                     this.state.set(State::Waiting { sleep });
@@ -304,13 +309,24 @@ impl<C> Progress<C> {
             _ => None,
         };
         let server_asked = server_delay.is_some();
-        let delay = match server_delay {
-            Some(delay) => delay,
-            None => self
-                .schedule
-                .get_or_insert_with(|| self.policy.schedule())
-                .next()
-                .unwrap_or_default(),
+        let (delay, delay_from) = match server_delay {
+            Some(delay) => (delay, "retry-after"),
+            // Nothing of a refused request was processed, and after a graceful GOAWAY it goes
+            // out on a new connection: the first refusal is retried at once. A second one backs
+            // off, as the server may be at its limit of streams.
+            None if reason == RetryReason::Refused
+                && !self
+                    .attempts
+                    .retries()
+                    .iter()
+                    .any(|retry| retry.reason == RetryReason::Refused) =>
+            {
+                (Duration::ZERO, "at once")
+            }
+            None => {
+                let schedule = self.schedule.get_or_insert_with(|| self.policy.schedule());
+                (schedule.next().unwrap_or_default(), "backoff")
+            }
         };
         if self.deadline.as_ref().is_some_and(|at| {
             Instant::now()
@@ -333,7 +349,7 @@ impl<C> Progress<C> {
             result = %describe(result.view()),
             %reason,
             delay_ms = delay.as_millis() as u64,
-            delay_from = if server_asked { "retry-after" } else { "backoff" },
+            delay_from,
             "retrying"
         );
         self.attempts.record_retry(RetryRecord {

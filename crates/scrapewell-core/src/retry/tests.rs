@@ -357,15 +357,26 @@ async fn keyless_post_whose_connection_was_refused_is_retried() {
     );
 }
 
+/// A transport error that says how far its request got.
+#[derive(Debug)]
+struct Failed(TransportFailure);
+
+impl std::fmt::Display for Failed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.0)
+    }
+}
+
+impl std::error::Error for Failed {}
+
+impl ClassifyError for Failed {
+    fn transport_failure(&self) -> TransportFailure {
+        self.0
+    }
+}
+
 #[test]
 fn a_request_refused_unprocessed_is_retried_whatever_its_method() {
-    #[derive(Debug)]
-    struct Failed(TransportFailure);
-    impl ClassifyError for Failed {
-        fn transport_failure(&self) -> TransportFailure {
-            self.0
-        }
-    }
     let classify = |request: &Request<Bytes>, failure| {
         <ConflictAware as Classify<Bytes, Failed>>::classify(
             &ConflictAware,
@@ -382,6 +393,51 @@ fn a_request_refused_unprocessed_is_retried_whatever_its_method() {
         );
     }
     assert_eq!(RetryReason::Refused.to_string(), "refused unprocessed");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_first_refusal_is_retried_at_once_and_a_second_one_backs_off() {
+    // Each attempt fails as `failures` says, in order, and succeeds once they run out.
+    async fn arrivals(failures: &'static [TransportFailure]) -> (Vec<Duration>, Attempts) {
+        let start = Instant::now();
+        let arrived = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let answers = Arc::new(std::sync::Mutex::new(failures.iter().copied()));
+        let service = tower::service_fn({
+            let arrived = Arc::clone(&arrived);
+            move |_: Request<Bytes>| {
+                arrived.lock().unwrap().push(Instant::now() - start);
+                let failure = answers.lock().unwrap().next();
+                async move {
+                    match failure {
+                        Some(failure) => Err(Failed(failure)),
+                        None => Ok(response(200, &[], "")),
+                    }
+                }
+            }
+        });
+        let response = RetryLayer::new(policy().max_attempts(4))
+            .layer(service)
+            .oneshot(get())
+            .await
+            .unwrap();
+        let arrived = arrived.lock().unwrap().clone();
+        (arrived, Attempts::of(&response))
+    }
+    use TransportFailure::{NotSent, Refused};
+
+    let (at, attempts) = arrivals(&[Refused, Refused]).await;
+    assert_eq!(at[1], at[0], "the first refusal is retried at once");
+    assert!(at[2] - at[1] >= Duration::from_millis(100), "{at:?}");
+    let delays: Vec<_> = attempts.retries().iter().map(|retry| retry.delay).collect();
+    assert_eq!(delays[0], Duration::ZERO);
+    // The timer rounds up to its millisecond ticks.
+    assert!(delays[1] >= Duration::from_millis(100) && at[2] - at[1] >= delays[1]);
+
+    // Only a refusal goes at once, and only the first, wherever it comes.
+    let (at, _) = arrivals(&[NotSent, Refused, Refused]).await;
+    assert!(at[1] - at[0] >= Duration::from_millis(100), "{at:?}");
+    assert_eq!(at[2], at[1]);
+    assert!(at[3] - at[2] >= Duration::from_millis(100), "{at:?}");
 }
 
 #[tokio::test(start_paused = true)]
