@@ -401,12 +401,12 @@ async fn the_first_refusal_is_retried_at_once_and_a_second_one_backs_off() {
     async fn arrivals(failures: &'static [TransportFailure]) -> (Vec<Duration>, Attempts) {
         let start = Instant::now();
         let arrived = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let answers = Arc::new(std::sync::Mutex::new(failures.iter().copied()));
+        let mut answers = failures.iter().copied();
         let service = tower::service_fn({
             let arrived = Arc::clone(&arrived);
             move |_: Request<Bytes>| {
                 arrived.lock().unwrap().push(Instant::now() - start);
-                let failure = answers.lock().unwrap().next();
+                let failure = answers.next();
                 async move {
                     match failure {
                         Some(failure) => Err(Failed(failure)),
