@@ -232,6 +232,7 @@ impl Default for ClientBuilder {
                 ))),
                 default_headers: HeaderMap::new(),
                 connect_timeout: None,
+                http2_prior_knowledge: false,
             },
             policy: RetryPolicy::default(),
             attempt_timeout: Some(Duration::from_secs(30)),
@@ -278,6 +279,24 @@ impl ClientBuilder {
     /// The time to establish a connection, within the attempt timeout.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.http.connect_timeout = Some(timeout);
+        self
+    }
+
+    /// Speaks HTTP/2 from the first byte, without TLS (h2c with prior knowledge), to servers
+    /// known to accept it: internal APIs, gRPC gateways, a test server. Every server the client
+    /// reaches must then speak HTTP/2: over TLS it offers only `h2` as well. A stream such a
+    /// server refuses unprocessed (`REFUSED_STREAM`, or one its `GOAWAY` left out) is sent
+    /// again at once, the first time in a request.
+    ///
+    /// ```
+    /// let client = scrapewell::Client::builder()
+    ///     .http2_prior_knowledge()
+    ///     .build()
+    ///     .unwrap();
+    /// # let _ = client;
+    /// ```
+    pub fn http2_prior_knowledge(mut self) -> Self {
+        self.http.http2_prior_knowledge = true;
         self
     }
 

@@ -186,6 +186,8 @@ pub(crate) struct HttpSettings {
     pub(crate) user_agent: Option<HeaderValue>,
     pub(crate) default_headers: HeaderMap,
     pub(crate) connect_timeout: Option<Duration>,
+    /// Speak HTTP/2 over plain TCP from the first byte (h2c with prior knowledge).
+    pub(crate) http2_prior_knowledge: bool,
 }
 
 impl HttpSettings {
@@ -214,6 +216,9 @@ impl HttpSettings {
         if let Some(proxy) = proxy {
             builder = builder.proxy(reqwest::Proxy::all(&*proxy.0)?);
         }
+        if self.http2_prior_knowledge {
+            builder = builder.http2_prior_knowledge();
+        }
         Ok(builder)
     }
 }
@@ -228,6 +233,7 @@ impl fmt::Debug for HttpSettings {
                 &self.default_headers.keys().collect::<Vec<_>>(),
             )
             .field("connect_timeout", &self.connect_timeout)
+            .field("http2_prior_knowledge", &self.http2_prior_knowledge)
             .finish()
     }
 }
@@ -503,6 +509,7 @@ mod tests {
                 user_agent: None,
                 default_headers: HeaderMap::new(),
                 connect_timeout: None,
+                http2_prior_knowledge: false,
             },
         }
     }
@@ -532,6 +539,44 @@ mod tests {
     const INTERNAL_ERROR: u32 = 0x2;
     const REFUSED_STREAM: u32 = 0x7;
 
+    /// What the raw HTTP/2 server does with a connection after an answer.
+    enum Then {
+        Close,
+        Serve,
+    }
+
+    /// A loopback server that speaks just enough HTTP/2 without TLS: it acknowledges SETTINGS
+    /// and answers each request's HEADERS frame with the frames `answer` makes of its stream
+    /// id. Every connection is served, so that a resend on a new one is seen rather than left
+    /// hanging.
+    async fn serve_h2(listener: TcpListener, mut answer: impl FnMut(u32) -> (Vec<u8>, Then)) {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let mut preface = [0; 24];
+            socket.read_exact(&mut preface).await.unwrap();
+            socket.write_all(&frame(SETTINGS, 0, 0, &[])).await.unwrap();
+            let mut head = [0; 9];
+            while socket.read_exact(&mut head).await.is_ok() {
+                let length = u32::from_be_bytes([0, head[0], head[1], head[2]]);
+                let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]);
+                let mut payload = vec![0; length as usize];
+                socket.read_exact(&mut payload).await.unwrap();
+                match head[3] {
+                    SETTINGS if head[4] & 1 == 0 => {
+                        socket.write_all(&frame(SETTINGS, 1, 0, &[])).await.unwrap();
+                    }
+                    HEADERS => {
+                        let (frames, then) = answer(stream);
+                        socket.write_all(&frames).await.unwrap();
+                        if let Then::Close = then {
+                            break;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
     /// One attempt of a GET, by the transport's own reqwest client (speaking HTTP/2 without
     /// TLS), to a loopback server that answers the request's HEADERS frame with the frames
     /// `answer` makes of its stream id and then closes. Returns the attempt's error and the
@@ -541,33 +586,10 @@ mod tests {
         let url = format!("http://{}/", listener.local_addr().unwrap());
         let requests = Arc::new(AtomicUsize::new(0));
         let seen = requests.clone();
-        let server = tokio::spawn(async move {
-            // Every connection is served, so that a resend (reqwest's own retry, were it on)
-            // is counted rather than left hanging.
-            while let Ok((mut socket, _)) = listener.accept().await {
-                let mut preface = [0; 24];
-                socket.read_exact(&mut preface).await.unwrap();
-                socket.write_all(&frame(SETTINGS, 0, 0, &[])).await.unwrap();
-                let mut head = [0; 9];
-                while socket.read_exact(&mut head).await.is_ok() {
-                    let length = u32::from_be_bytes([0, head[0], head[1], head[2]]);
-                    let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]);
-                    let mut payload = vec![0; length as usize];
-                    socket.read_exact(&mut payload).await.unwrap();
-                    match head[3] {
-                        SETTINGS if head[4] & 1 == 0 => {
-                            socket.write_all(&frame(SETTINGS, 1, 0, &[])).await.unwrap();
-                        }
-                        HEADERS => {
-                            seen.fetch_add(1, Ordering::SeqCst);
-                            socket.write_all(&answer(stream)).await.unwrap();
-                            break;
-                        }
-                        _ => {}
-                    }
-                }
-            }
-        });
+        let server = tokio::spawn(serve_h2(listener, move |stream| {
+            seen.fetch_add(1, Ordering::SeqCst);
+            (answer(stream), Then::Close)
+        }));
         let settings = config().settings;
         let http = settings.builder(None).unwrap().http2_prior_knowledge();
         let attempt = exchange(http.build().unwrap(), Arc::new(config()), get(&url));
@@ -610,6 +632,44 @@ mod tests {
             assert!(matches!(error, TransportError::Request(_)), "{error:?}");
             assert_eq!(error.transport_failure(), TransportFailure::AfterSend);
         }
+    }
+
+    #[tokio::test]
+    async fn a_client_sends_a_refused_request_again_at_once_on_the_same_connection() {
+        // Through the whole client: the first request's stream is refused, and every later one
+        // answered 200 with no body, on one connection the server keeps open.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/page", listener.local_addr().unwrap());
+        let streams = Arc::new(Mutex::new(Vec::new()));
+        let seen = streams.clone();
+        let server = tokio::spawn(serve_h2(listener, move |stream| {
+            let mut seen = seen.lock().unwrap();
+            seen.push(stream);
+            let answer = if seen.len() == 1 {
+                frame(RST_STREAM, 0, stream, &REFUSED_STREAM.to_be_bytes())
+            } else {
+                // END_STREAM | END_HEADERS; `:status: 200` is entry 8 of HPACK's static table.
+                frame(HEADERS, 0x5, stream, &[0x80 | 8])
+            };
+            (answer, Then::Serve)
+        }));
+        let client = crate::Client::builder()
+            .http2_prior_knowledge()
+            .build()
+            .unwrap();
+        let response = client.get(&url).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.attempts().count(), 2);
+        let retry = &response.attempts().retries()[0];
+        assert_eq!(retry.reason, scrapewell_core::retry::RetryReason::Refused);
+        assert_eq!(retry.delay, Duration::ZERO);
+        server.abort();
+        let streams = streams.lock().unwrap();
+        assert_eq!(streams.len(), 2, "{streams:?}");
+        assert!(
+            streams[1] > streams[0],
+            "a new stream on the same connection"
+        );
     }
 
     #[test]
