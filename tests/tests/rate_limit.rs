@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use scrapewell_mock::MockServer;
 
-use common::{crawl, fast_client, judge_pace};
+use common::{Shortfall, crawl, fast_client, judge_pace};
 
 /// A free port on 127.0.0.1.
 const LOOPBACK: std::net::SocketAddr =
@@ -26,7 +26,7 @@ async fn a_quota_equal_to_the_server_limit_is_never_refused_and_reaches_95_perce
     .await;
 }
 
-async fn a_quota_equal_to_the_limit() -> Result<(), String> {
+async fn a_quota_equal_to_the_limit() -> Result<(), Shortfall> {
     let server = MockServer::start_dedicated(LOOPBACK).expect("a mock server");
     let client = fast_client().rate_limit(20.0).build().expect("a client");
     // The server tolerates one request early (burst 2, still 20/s over time), as most do: on two
@@ -47,10 +47,10 @@ async fn a_quota_equal_to_the_limit() -> Result<(), String> {
     );
     assert!(rate <= 20.0, "{rate:.2}/s is over the quota");
     if limits.refused > 0 {
-        return Err(format!("{} refused", limits.refused));
+        return Err(format!("{} refused", limits.refused).into());
     }
     if rate < 0.95 * 20.0 {
-        return Err(format!("{rate:.2}/s is below 95% of the quota"));
+        return Err(format!("{rate:.2}/s is below 95% of the quota").into());
     }
     Ok(())
 }
@@ -61,7 +61,7 @@ async fn eight_hosts_keep_their_own_pace_and_a_slow_one_holds_no_other_back() {
     judge_pace("eight hosts", eight_hosts).await;
 }
 
-async fn eight_hosts() -> Result<(), String> {
+async fn eight_hosts() -> Result<(), Shortfall> {
     // 127.0.0.2 ... 127.0.0.9 are all loopback; each host gets its own server and quota.
     let rates = [1.0, 10.0, 15.0, 20.0, 25.0, 30.0, 35.0, 40.0];
     let mut servers = Vec::new();
@@ -127,7 +127,7 @@ async fn eight_hosts() -> Result<(), String> {
     if shortfalls.is_empty() {
         Ok(())
     } else {
-        Err(shortfalls.join("; "))
+        Err(shortfalls.join("; ").into())
     }
 }
 
@@ -160,7 +160,7 @@ async fn ten_times_the_limit_with_rate_limit_headers_is_at_most_5_percent_refuse
 
 /// 100 requests, four at a time, to a limit of 20 a second (`limit` says how it is counted) that
 /// the mock announces in `form`.
-async fn at_ten_times_a_limit_with_headers(form: &str, limit: &str) -> Result<(), String> {
+async fn at_ten_times_a_limit_with_headers(form: &str, limit: &str) -> Result<(), Shortfall> {
     let server = MockServer::start_dedicated(LOOPBACK).expect("a mock server");
     let client = ten_times_the_limit();
     let url = server.url(&format!(
@@ -176,7 +176,7 @@ async fn at_ten_times_a_limit_with_headers(form: &str, limit: &str) -> Result<()
     );
     assert_eq!(limits.accepted, 100, "{form}: all complete");
     if limits.refused * 20 > total {
-        return Err(format!("{} of {total} refused", limits.refused));
+        return Err(format!("{} of {total} refused", limits.refused).into());
     }
     // With no refusal, three quarters of the limit at least: each answer in a fixed window
     // that says "1 s" to its end, read alone, would leave a third of every window unused
@@ -185,7 +185,7 @@ async fn at_ten_times_a_limit_with_headers(form: &str, limit: &str) -> Result<()
     // waited for until the next whole second would be 1/s.
     let floor = if limits.refused == 0 { 15.0 } else { 8.0 };
     if rate < floor {
-        return Err(format!("{rate:.2}/s against 20/s"));
+        return Err(format!("{rate:.2}/s against 20/s").into());
     }
     Ok(())
 }
@@ -206,7 +206,7 @@ async fn ten_times_the_limit_without_headers_adapts_to_at_most_10_percent_refuse
 
 /// 200 requests, `concurrency` at a time, to a limit of 20 a second that the mock enforces with
 /// bare 429s.
-async fn without_headers(concurrency: usize) -> Result<(), String> {
+async fn without_headers(concurrency: usize) -> Result<(), Shortfall> {
     let server = MockServer::start_dedicated(LOOPBACK).expect("a mock server");
     let client = ten_times_the_limit();
     crawl(
@@ -230,10 +230,10 @@ async fn without_headers(concurrency: usize) -> Result<(), String> {
     assert_eq!(limits.accepted, 200, "all complete");
     assert_eq!(stats.refusals as u64, limits.refused);
     if limits.refused * 10 > total {
-        return Err(format!("{} of {total} refused", limits.refused));
+        return Err(format!("{} of {total} refused", limits.refused).into());
     }
     if rate < 0.70 * 20.0 {
-        return Err(format!("{rate:.2}/s is below 70% of the server's limit"));
+        return Err(format!("{rate:.2}/s is below 70% of the server's limit").into());
     }
     Ok(())
 }
