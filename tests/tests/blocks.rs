@@ -162,6 +162,39 @@ async fn a_caller_that_asks_receives_the_block_page_with_its_verdict() {
     assert!(page.block_verdict().is_none());
 }
 
+#[tokio::test]
+async fn with_detection_off_a_block_page_is_judged_by_its_status_alone() {
+    let server = MockServer::start().await.unwrap();
+    let client = Client::builder()
+        .block_detection(false)
+        .max_attempts(1)
+        .build()
+        .unwrap();
+    let mut attempts = 0;
+    for vendor in BLOCK_VENDORS {
+        // Twice: a block would have cooled the host down and failed the second unsent.
+        for _ in 0..2 {
+            let result = client
+                .get(server.url(&format!("/blocked/{vendor}")))
+                .send()
+                .await;
+            // A 403 page is handed over, and a 429 one ends in `Error::RateLimited` as any
+            // 429 would (after one attempt here, or the host's learned pace would slow the
+            // test down).
+            let (count, verdict) = match &result {
+                Ok(response) => (response.attempts().count(), response.block_verdict()),
+                Err(error) => {
+                    assert!(error.status().is_some(), "{vendor}: {error:?}");
+                    (error.attempts().unwrap().count(), error.block_verdict())
+                }
+            };
+            assert!(verdict.is_none(), "{vendor}: {verdict:?}");
+            attempts += u64::from(count);
+        }
+    }
+    assert_eq!(server.stats().blocks_served, attempts);
+}
+
 /// Hands out `session=s1`, `session=s2`, … and counts the calls.
 #[derive(Clone, Default)]
 struct FreshSessions {

@@ -460,7 +460,9 @@ impl ClientBuilder {
         self
     }
 
-    /// Whether responses are checked for block pages at all (on by default).
+    /// Whether responses are checked for block pages at all (on by default). Off, a block page
+    /// is judged by its status alone, as any other response, no host cools down, and the check
+    /// costs nothing: the response's headers are not even walked.
     pub fn block_detection(mut self, enabled: bool) -> Self {
         if !enabled {
             self.block_rules = Some(RuleSet::empty());
