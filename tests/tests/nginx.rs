@@ -157,7 +157,8 @@ async fn a_client_told_10_per_second_is_never_refused_by_nginx() {
 /// comes a millisecond early, so a stall of a few milliseconds, below what the watch can tell
 /// from noise, is enough for a refusal: the request that waited is counted late, and the next
 /// one, on time, looks early. A run refused only right after such a stall, as nginx's log shows
-/// it, is run again; a refusal the client's own pace explains fails at once.
+/// it, is run again; a refusal the client's own pace explains fails, at once when the watch saw
+/// no stall either.
 async fn told_10_per_second() -> Result<(), Shortfall> {
     let nginx = Nginx::start("told");
     let client = fast_client().rate_limit(10.0).build().expect("a client");
@@ -179,9 +180,9 @@ async fn told_10_per_second() -> Result<(), Shortfall> {
     if refused == 0 {
         return Ok(());
     }
-    // Milliseconds as nginx logs them: two intervals, and one more for the rounding.
     let spans = refusal_spans(&log);
     Err(Shortfall {
+        // Milliseconds as nginx logs them: two intervals, and one more for the rounding.
         after_stall: spans.iter().all(|span| span.is_some_and(|s| s >= 0.201)),
         why: format!(
             "{refused} refused, each this long after the second accepted request before it: \

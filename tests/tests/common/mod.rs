@@ -39,10 +39,11 @@ pub(crate) async fn crawl(
 }
 
 /// How late a wake-up of [`StallWatch`]'s thread must be to count as a stall of the machine: two
-/// fifths of an interval at 20/s, the limit most pace tests judge against. On these machines a 2 ms nap
-/// mostly ends within a millisecond, now and then 10-15 ms late, and two busy loops on both cores
-/// change little (the scheduler shares them fairly); wake-ups later than this come from the host
-/// taking the machine's cores away, or a process stopped (`kill -STOP` for 200 ms shows as 204 ms).
+/// fifths of an interval at 20/s, the limit most pace tests judge against. On these machines a
+/// 2 ms nap mostly ends within a millisecond, now and then 10-19 ms late, and two busy loops on
+/// both cores change little (the scheduler shares them fairly); wake-ups later than this come
+/// from the host taking the machine's cores away, or a process stopped (`kill -STOP` for 200 ms
+/// shows as 204 ms).
 const STALL: Duration = Duration::from_millis(20);
 
 /// A thread that watches for stalls of the machine while a pace is measured: it sleeps 2 ms at a
