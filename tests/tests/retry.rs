@@ -110,6 +110,39 @@ async fn get_on_503_does_not_try_again_before_retry_after() {
     assert_eq!(retry.delay, Duration::from_secs(2));
 }
 
+/// A host that answers 503 with `Retry-After: 1` four times is tried again each second, as it
+/// asked: the retries' pauses are not taken for a slow pace and stretched (it once took 4 s,
+/// 16 s, then 60 s), and the next request goes at once.
+#[tokio::test]
+async fn a_host_that_asks_each_time_to_come_back_in_a_second_is_tried_each_second() {
+    let server = MockServer::start().await.unwrap();
+    let client = fast_client().max_attempts(5).build().unwrap();
+    let response = client
+        .get(server.url("/flaky/down?fail=4&retry_after=1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.attempts().count(), 5);
+    let arrivals = server.arrivals("/flaky/down");
+    for pair in arrivals.windows(2) {
+        let gap = pair[1] - pair[0];
+        // Late by at most a stall of the machine; a stretched pace is seconds late.
+        assert!(
+            gap >= Duration::from_secs(1) && gap < Duration::from_millis(1_900),
+            "{gap:?} between attempts, asked 1 s: {arrivals:?}"
+        );
+    }
+    let started = std::time::Instant::now();
+    let next = client.get(server.url("/page/1")).send().await.unwrap();
+    assert_eq!(next.status(), 200);
+    assert!(
+        started.elapsed() < Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
 #[tokio::test]
 async fn permanent_conflict_fails_after_one_attempt_with_the_problem_title() {
     let server = MockServer::start().await.unwrap();

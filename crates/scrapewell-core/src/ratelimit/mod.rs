@@ -60,7 +60,7 @@ pub use layer::{InvalidPattern, KeyBy, KeyFn, RateLimitLayer};
 pub use table::{HostKey, HostStats, HostTable, TableSettings};
 
 use layer::{Limiter, Shared};
-use table::{Admission, Hold, Pause, nanos};
+use table::{Admission, Departure, Hold, Pause, nanos};
 
 /// A request to a host its server paused for longer than the layer lets a request wait
 /// ([`RateLimitLayer::fail_paused_longer_than`]); it was not sent.
@@ -154,8 +154,12 @@ where
         // The common case, a host with room now, is settled here with one reading of the clock
         // and one look at the host's state; only a request that has to wait gets a task.
         match table.admit(&key, table.now(), quota) {
-            Admission::Admitted { slot, wait } if wait.is_zero() => {
-                let turn = Turn::new(&self.shared, key, slot, quota);
+            Admission::Admitted {
+                slot,
+                wait,
+                after_pause,
+            } if wait.is_zero() => {
+                let turn = Turn::new(&self.shared, key, slot, after_pause, quota);
                 ResponseFuture::called(self.inner.call(request), Some(turn))
             }
             first => {
@@ -186,18 +190,19 @@ async fn wait_for_turn(
     let table = &shared.table;
     loop {
         match admission {
-            Admission::Admitted { slot, wait } => {
-                let mut turn = Turn::new(&shared, key, slot, limiter.as_deref());
-                turn.paced_at = slot - nanos(wait);
+            Admission::Admitted {
+                slot,
+                wait,
+                after_pause,
+            } => {
+                let mut turn = Turn::new(&shared, key, slot, after_pause, limiter.as_deref());
+                turn.departure.paced_at = slot - nanos(wait);
                 if !wait.is_zero() {
                     shared.sleep(wait).await;
                 }
                 loop {
-                    match table.leave(&key, turn.quota_interval, &mut turn.paced_at) {
-                        Ok(left) => {
-                            turn.admitted = left;
-                            return Ok(turn);
-                        }
+                    match table.leave(&key, turn.quota_interval, &mut turn.departure) {
+                        Ok(()) => return Ok(turn),
                         Err(Hold::Paced(wait)) => shared.sleep(wait).await,
                         Err(Hold::Paused(pause)) => shared.wait_out(pause).await?,
                     }
@@ -220,21 +225,27 @@ async fn wait_for_turn(
 pub(crate) struct Turn {
     shared: Arc<Shared>,
     key: HostKey,
-    /// When the request left: its slot, or later when its task woke late.
-    admitted: u64,
-    /// When its slot was given, under the pace of that moment.
-    paced_at: u64,
+    departure: Departure,
     quota_interval: u64,
     done: bool,
 }
 
 impl Turn {
-    fn new(shared: &Arc<Shared>, key: HostKey, admitted: u64, limiter: Option<&Limiter>) -> Turn {
+    fn new(
+        shared: &Arc<Shared>,
+        key: HostKey,
+        slot: u64,
+        after_pause: bool,
+        limiter: Option<&Limiter>,
+    ) -> Turn {
         Turn {
             shared: Arc::clone(shared),
             key,
-            admitted,
-            paced_at: admitted,
+            departure: Departure {
+                at: slot,
+                paced_at: slot,
+                after_pause,
+            },
             quota_interval: limiter.map_or(0, Limiter::interval_nanos),
             done: false,
         }
@@ -248,26 +259,18 @@ impl Turn {
         }
         self.done = true;
         let response = response.map(|r| (r.status(), r.headers()));
-        self.shared.table.complete(
-            &self.key,
-            self.admitted,
-            self.paced_at,
-            response,
-            self.quota_interval,
-        );
+        self.shared
+            .table
+            .complete(&self.key, &self.departure, response, self.quota_interval);
     }
 }
 
 impl Drop for Turn {
     fn drop(&mut self) {
         if !self.done {
-            self.shared.table.complete(
-                &self.key,
-                self.admitted,
-                self.paced_at,
-                None,
-                self.quota_interval,
-            );
+            self.shared
+                .table
+                .complete(&self.key, &self.departure, None, self.quota_interval);
         }
     }
 }

@@ -212,14 +212,31 @@ pub struct HostStats {
 #[derive(Debug)]
 pub(crate) enum Admission {
     /// Admitted and counted in flight; it goes at `slot` (nanoseconds since the table's epoch),
-    /// `wait` from now.
-    Admitted { slot: u64, wait: Duration },
+    /// `wait` from now. `after_pause`: see [`Departure::after_pause`].
+    Admitted {
+        slot: u64,
+        wait: Duration,
+        after_pause: bool,
+    },
     /// The host is paused.
     Paused(Pause),
     /// The host's quota allows the next request in this long.
     Quota(Duration),
     /// The host has its most requests in flight: this is notified when one completes.
     Busy(Arc<Notify>),
+}
+
+/// When a request left, and under which pace: what its answer is learned against.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Departure {
+    /// When it left: its slot, or later when its task woke late.
+    pub(crate) at: u64,
+    /// When its slot was given, under the pace of that moment.
+    pub(crate) paced_at: u64,
+    /// It was the first request to leave once a pause the server asked for was over: it went
+    /// when the server said, not at the client's pace, so a refusal of it says nothing of the
+    /// pace (a host down for a while would otherwise be tried ever more slowly).
+    pub(crate) after_pause: bool,
 }
 
 /// A pause a server put on a host.
@@ -429,7 +446,9 @@ impl HostTable {
                 return Admission::Quota(wait + Duration::from_nanos(slot - now));
             }
             state.in_flight += 1;
-            if state.last_admit > 0 {
+            let after_pause = state.follows_pause();
+            // The gap since the last request is the client's pace, unless a pause held it.
+            if state.last_admit > 0 && !after_pause {
                 let gap = slot.saturating_sub(state.last_admit);
                 state.sent_every = if state.sent_every == 0 {
                     gap
@@ -441,12 +460,13 @@ impl HostTable {
             Admission::Admitted {
                 slot,
                 wait: Duration::from_nanos(slot - now),
+                after_pause,
             }
         })
     }
 
-    /// A request that waited for its slot leaves now, and this is when (`Err`: what holds it
-    /// back). It waits on while the host is paused (a pause that began while it
+    /// A request that waited for its slot leaves now, which `departure` records (`Err`: what
+    /// holds it back). It waits on while the host is paused (a pause that began while it
     /// waited), and a request whose slot was given (at `paced_at`) under a pace cut since then
     /// takes a new slot in the new pace, with `paced_at` moved to now: left at their old slots,
     /// the requests queued behind a refusal would each be refused in turn. A request woken
@@ -458,16 +478,18 @@ impl HostTable {
         &self,
         key: &HostKey,
         quota_interval: u64,
-        paced_at: &mut u64,
-    ) -> Result<u64, Hold> {
+        departure: &mut Departure,
+    ) -> Result<(), Hold> {
         let now = self.now();
         self.with_host(key, now, |state, _| {
             if state.paused_until > now {
                 return Err(Hold::Paused(state.pause(now)));
             }
+            // Before it takes a new slot below, which would hide that none was given since.
+            departure.after_pause |= state.follows_pause();
             let interval = state.interval(now);
-            if *paced_at < state.last_cut {
-                *paced_at = now;
+            if departure.paced_at < state.last_cut {
+                departure.paced_at = now;
                 let slot = state.last_admit.saturating_add(interval).max(now);
                 state.last_admit = slot;
                 if slot > now {
@@ -480,25 +502,25 @@ impl HostTable {
             if state.last_left > 0 && earliest > now {
                 return Err(Hold::Paced(Duration::from_nanos(earliest - now)));
             }
+            departure.at = now;
             state.last_left = now;
             state.last_admit = state.last_admit.max(now);
             state.space_quota_from(now, quota_interval);
-            Ok(now)
+            Ok(())
         })
     }
 
-    /// A request that left at `admitted`, in the pace of `paced_at`, is done; `response` is what
-    /// it got, if anything. `quota_interval` is the spacing of the host's configured quota (0
-    /// when it has none).
+    /// A request that left as `departure` says is done; `response` is what it got, if
+    /// anything. `quota_interval` is the spacing of the host's configured quota (0 when it has
+    /// none).
     pub(crate) fn complete(
         &self,
         key: &HostKey,
-        admitted: u64,
-        paced_at: u64,
+        departure: &Departure,
         response: Option<(http::StatusCode, &http::HeaderMap)>,
         quota_interval: u64,
     ) {
-        self.with_host(key, admitted, |state, settings| {
+        self.with_host(key, departure.at, |state, settings| {
             state.in_flight = state.in_flight.saturating_sub(1);
             if state.opened == 0 && quota_interval > 0 {
                 // Until a host has answered, its requests open connections, and the server
@@ -521,14 +543,7 @@ impl HostTable {
                 }
             }
             if let Some(response) = response {
-                state.learn(
-                    response,
-                    admitted,
-                    paced_at,
-                    quota_interval,
-                    || self.now(),
-                    settings,
-                );
+                state.learn(response, departure, quota_interval, || self.now(), settings);
             }
         });
     }
@@ -595,19 +610,24 @@ impl HostState {
         (u32::from(self.opened) + 1).min(settings.max_in_flight)
     }
 
+    /// No request has been given a slot since the last pause the server asked for ended: the
+    /// next one to leave is the one it asked for.
+    fn follows_pause(&self) -> bool {
+        self.paused_until > self.last_admit
+    }
+
     /// The spacing the learned pace asks for now, beyond the quota.
     fn interval(&self, now: u64) -> u64 {
         let hint = if now < self.hint_until { self.hint } else { 0 };
         self.backoff.max(self.declared).max(hint)
     }
 
-    /// Learns from the response to a request that left at `admitted`, spaced by the pace of
-    /// `paced_at`; `clock` reads the time, for the responses that need it.
+    /// Learns from the response to a request that left as `departure` says; `clock` reads the
+    /// time, for the responses that need it.
     fn learn(
         &mut self,
         (status, headers): (http::StatusCode, &http::HeaderMap),
-        admitted: u64,
-        paced_at: u64,
+        departure: &Departure,
         quota_interval: u64,
         clock: impl FnOnce() -> u64,
         settings: &TableSettings,
@@ -622,7 +642,7 @@ impl HostState {
         let now = if is_refusal(status) || limit.is_some() {
             clock()
         } else {
-            admitted
+            departure.at
         };
         if let Some(limit) = limit {
             if let Some(declared) = limit.declared_interval() {
@@ -647,8 +667,9 @@ impl HostState {
             self.pause_as_asked(now, nanos(delay), status, max_pause);
         }
         // Multiplicative decrease. Refusals of requests spaced by the pace before the last cut
-        // say nothing about the new pace: cut once per round trip.
-        if paced_at >= self.last_cut {
+        // say nothing about the new pace: cut once per round trip. Nor does the refusal of the
+        // request the server asked for when it paused the host.
+        if departure.paced_at >= self.last_cut && !departure.after_pause {
             let current = self
                 .interval(now)
                 .max(quota_interval)

@@ -242,6 +242,48 @@ async fn a_429_with_retry_after_pauses_the_whole_host_and_only_it() {
     assert_eq!(stats.refusals, 1);
 }
 
+/// A host down for ten seconds answers each request with 503 and `Retry-After: 1`. The request
+/// that leaves when a pause ends goes when the server asked for it, so its refusal says nothing
+/// of the pace: the host is tried again each second, not ever more slowly, and once it answers
+/// it is soon sent to at full speed again.
+#[tokio::test(start_paused = true)]
+async fn a_host_that_asks_again_and_again_to_come_back_in_a_second_is_tried_each_second() {
+    let log = Log::default();
+    let service = RateLimitLayer::new(table())
+        .jitter(0.0)
+        .layer(server(log.clone(), |n, _| {
+            if n <= 10 {
+                status(503, &[("retry-after", "1")])
+            } else {
+                ok()
+            }
+        }));
+    send_one_by_one(&service, "http://a.test/", 110).await;
+    let times = arrivals(&log, "a.test");
+    for (n, pair) in times[..11].windows(2).enumerate() {
+        let gap = pair[1] - pair[0];
+        assert!(
+            gap >= Duration::from_secs(1) && gap <= Duration::from_millis(1_001),
+            "request {} came {gap:?} after the refusal before it",
+            n + 2
+        );
+    }
+    // Only the first refusal, of a request sent at full speed, cut the pace; clean answers
+    // restore it within a second.
+    let after = times[109] - times[10];
+    assert!(
+        after < Duration::from_secs(1),
+        "100 requests took {after:?}"
+    );
+    let stats = service.table().stats(&HostKey::of("a.test", 80)).unwrap();
+    assert_eq!(stats.refusals, 10);
+    assert!(
+        stats.interval <= Some(Duration::from_millis(2)),
+        "left at {:?}",
+        stats.interval
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_pause_longer_than_a_request_waits_fails_the_requests_to_its_host_at_once() {
     let log = Log::default();
@@ -746,7 +788,12 @@ async fn a_million_hosts_keep_the_table_within_its_bound() {
     );
     for n in 0..1_000_000u32 {
         let key = HostKey::new(&format!("host-{n}.test:443"));
-        assert!(table.leave(&key, 0, &mut 0).is_ok());
+        let mut departure = Departure {
+            at: 0,
+            paced_at: 0,
+            after_pause: false,
+        };
+        assert!(table.leave(&key, 0, &mut departure).is_ok());
         if n % 1000 == 0 {
             tokio::time::advance(Duration::from_millis(100)).await;
         }
