@@ -446,7 +446,8 @@ impl HostTable {
                 return Admission::Quota(wait + Duration::from_nanos(slot - now));
             }
             state.in_flight += 1;
-            let after_pause = state.follows_pause();
+            let after_pause =
+                state.follows_pause(interval.max(quota.map_or(0, Limiter::interval_nanos)));
             // The gap since the last request is the client's pace, unless a pause held it.
             if state.last_admit > 0 && !after_pause {
                 let gap = slot.saturating_sub(state.last_admit);
@@ -485,9 +486,9 @@ impl HostTable {
             if state.paused_until > now {
                 return Err(Hold::Paused(state.pause(now)));
             }
-            // Before it takes a new slot below, which would hide that none was given since.
-            departure.after_pause |= state.follows_pause();
             let interval = state.interval(now);
+            // Before it takes a new slot below, which would hide that none was given since.
+            departure.after_pause |= state.follows_pause(interval.max(quota_interval));
             if departure.paced_at < state.last_cut {
                 departure.paced_at = now;
                 let slot = state.last_admit.saturating_add(interval).max(now);
@@ -610,10 +611,12 @@ impl HostState {
         (u32::from(self.opened) + 1).min(settings.max_in_flight)
     }
 
-    /// No request has been given a slot since the last pause the server asked for ended: the
-    /// next one to leave is the one it asked for.
-    fn follows_pause(&self) -> bool {
-        self.paused_until > self.last_admit
+    /// The last pause the server asked for, not the pace (`interval`, the learned one or the
+    /// quota's), decides when the next request leaves: none has been given a slot since the
+    /// pause, and the pace would have let one go before it ended. That request is the one the
+    /// server asked for.
+    fn follows_pause(&self, interval: u64) -> bool {
+        self.paused_until > self.last_admit.saturating_add(interval)
     }
 
     /// The spacing the learned pace asks for now, beyond the quota.
@@ -851,6 +854,11 @@ impl HostState {
     /// for, held to `max_pause`. What it asked is kept whole: a request need not wait out the
     /// part `max_pause` holds when the server asked for longer than it would wait.
     fn pause_as_asked(&mut self, now: u64, asked: u64, status: http::StatusCode, max_pause: u64) {
+        // "Again at once" (`Retry-After: 0`, a date gone by) is no pause: the next request
+        // leaves at the client's pace, and a refusal of it cuts that pace.
+        if asked == 0 {
+            return;
+        }
         let until = now.saturating_add(asked);
         // Once a pause is over (the host was tried again), what it asked for no longer holds.
         if self.paused_until <= now || until >= self.asked_until {

@@ -284,6 +284,36 @@ async fn a_host_that_asks_again_and_again_to_come_back_in_a_second_is_tried_each
     );
 }
 
+/// `Retry-After: 0` is no pause: a host that asks each time to come back at once and refuses
+/// again is slowed down by its refusals, as one that says nothing is.
+#[tokio::test(start_paused = true)]
+async fn a_host_that_asks_again_and_again_to_come_back_at_once_is_slowed_down() {
+    for retry_after in ["0", "Wed, 21 Oct 2015 07:28:00 GMT"] {
+        let log = Log::default();
+        let refusing = server(log.clone(), move |_, _| {
+            status(503, &[("retry-after", retry_after)])
+        });
+        // Each answer takes 20 ms on its way back, longer than the first cut's pace (4 ms): the
+        // pause that ends as the answer arrives is still not what holds the next request.
+        let slow = tower::service_fn(move |request: Request<Bytes>| {
+            let answer = refusing.clone().oneshot(request);
+            async move {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                answer.await
+            }
+        });
+        let service = RateLimitLayer::new(table()).jitter(0.0).layer(slow);
+        send_one_by_one(&service, "http://a.test/", 6).await;
+        let stats = service.table().stats(&HostKey::of("a.test", 80)).unwrap();
+        assert_eq!(stats.refusals, 6);
+        assert!(
+            stats.interval >= Some(Duration::from_secs(1)),
+            "{retry_after}: left at {:?}",
+            stats.interval
+        );
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_pause_longer_than_a_request_waits_fails_the_requests_to_its_host_at_once() {
     let log = Log::default();
