@@ -329,6 +329,8 @@ struct HostState {
     refused_at: u64,
     /// When the pace was last cut: refusals of requests sent before it do not cut it again.
     last_cut: u64,
+    /// The spacing at which the current series of gentle cuts began (0: none).
+    series_from: u64,
     /// When the pace last stepped up.
     last_step: u64,
     /// When the last request that waited for its slot left.
@@ -352,6 +354,14 @@ struct HostState {
     opened: u16,
     /// The status of the answer that asked for the pause.
     paused_by: u16,
+    /// The share of responses refused lately, of `u16::MAX`: a moving average over about 16
+    /// responses, kept while a series of cuts runs or `blind_share` holds.
+    share: u16,
+    /// The share refused at half the rate where the series of cuts began, when the host refused
+    /// there too (0: it did not).
+    blind_share: u16,
+    /// Responses accepted since the last refusal, while `blind_share` holds.
+    since_refusal: u16,
 }
 
 impl HostTable {
@@ -657,44 +667,66 @@ impl HostState {
         }
         if !is_refusal(status) {
             self.count_accepted(now);
+            self.note_share(false);
             self.recover(quota_interval, now, settings);
             return;
         }
         self.refusals += 1;
         self.window_refused += 1;
-        self.clean = 0;
         if let Some(delay) = headers
             .get(http::header::RETRY_AFTER)
             .and_then(|v| crate::retry::parse_retry_after(v, std::time::SystemTime::now()).ok())
         {
             self.pause_as_asked(now, nanos(delay), status, max_pause);
         }
+        self.note_share(true);
+        // Refused for a third of this window, more than once (a client starting at 10× the
+        // host's limit; one refusal early in a window, as a climb passes the limit, is no such
+        // measure).
+        let heavy = self.window_refused >= 2 && self.window_refused * 2 >= self.window_accepted;
+        let current = self
+            .interval(now)
+            .max(quota_interval)
+            .max(self.sent_every)
+            .max(1_000_000);
+        if self.refuses_whatever_the_pace(current, heavy) {
+            return;
+        }
+        self.clean = 0;
         // Multiplicative decrease. Refusals of requests spaced by the pace before the last cut
         // say nothing about the new pace: cut once per round trip. Nor does the refusal of the
         // request the server asked for when it paused the host.
         if departure.paced_at >= self.last_cut && !departure.after_pause {
-            let current = self
-                .interval(now)
-                .max(quota_interval)
-                .max(self.sent_every)
-                .max(1_000_000);
             self.refused_at = current;
-            // Refused for a third of this window, more than once (a client starting at 10× the
-            // host's limit; one refusal early in a window, as a climb passes the limit, is no
-            // such measure), jump to a tenth below the rate it delivered: that rate is its
-            // limit. (When the client itself sent slowly, the delivered rate is only its own.)
-            // Near the limit, cut the rate by `decrease`; with no measure yet, quarter it: a
-            // client told nothing starts milliseconds apart and each step down costs a refusal.
+            // Heavily refused, jump to a tenth below the rate the host delivered: that rate is
+            // its limit. (When the client itself sent slowly, the delivered rate is only its
+            // own.) With no measure yet and a third refused, quarter the rate: a client told
+            // nothing starts milliseconds apart and each step down costs a refusal. Near the
+            // limit, cut the rate by `decrease`, in a series that stops at half the rate it
+            // began at (see `refuses_whatever_the_pace`).
             let gentle = (current as f64 / settings.decrease) as u64;
             let backoff = match self.delivered_every(now) {
-                Some(delivered)
-                    if self.window_refused >= 2
-                        && self.window_refused * 2 >= self.window_accepted =>
-                {
-                    gentle.max(delivered * 11 / 10)
+                Some(delivered) if heavy => Some(gentle.max(delivered * 11 / 10)),
+                None if self.window_refused * 2 >= self.window_accepted => {
+                    Some(current.saturating_mul(4))
                 }
-                Some(_) => gentle,
-                None => current.saturating_mul(4),
+                _ => None,
+            };
+            let backoff = match backoff {
+                Some(deep) => {
+                    self.series_from = 0;
+                    deep
+                }
+                None => {
+                    if self.series_from == 0 {
+                        self.series_from = current;
+                        if self.blind_share == 0 {
+                            // The share starts with the refusal that began the series.
+                            self.share = SHARE_STEP;
+                        }
+                    }
+                    gentle.min(self.series_from.saturating_mul(2))
+                }
             };
             // A host that refuses everything is still tried now and then, not parked for ever.
             self.backoff = backoff.min(max_pause);
@@ -704,6 +736,46 @@ impl HostState {
             self.last_cut = now;
             self.last_step = now;
             self.probes = 0;
+        }
+    }
+
+    /// Whether a refusal, when the pace in force is `current`, is one of those the host
+    /// answers at any pace (a backend that fails now and then with a 503), which must not cut
+    /// the pace: cut at each, the pace of such a host would fall towards a request a minute.
+    ///
+    /// A rate limit that refuses less than a third of the requests at some rate accepts all
+    /// of them at two thirds of it (a token bucket; a strict spacing refuses every other
+    /// request or none). So a series of gentle cuts ends at half the rate it began at, and a
+    /// light refusal there shows that the host refuses whatever the pace. From then on, a
+    /// refusal cuts only when the share refused lately clearly exceeds the share refused at
+    /// that rate: a limit behind the failures still slows the client, a little later. What
+    /// was learned holds until the host has answered ten times the responses it takes on
+    /// average between two such refusals without one.
+    fn refuses_whatever_the_pace(&mut self, current: u64, heavy: bool) -> bool {
+        if self.series_from > 0 && current >= self.series_from.saturating_mul(5) / 3 && !heavy {
+            self.blind_share = self.share.max(1);
+            return true;
+        }
+        self.blind_share > 0
+            && u32::from(self.share) <= u32::from(self.blind_share) * 3 / 2 + SHARE_MARGIN
+    }
+
+    /// Counts a response in the share of refusals, while a series of cuts or what it showed
+    /// makes that share matter (see `refuses_whatever_the_pace`).
+    fn note_share(&mut self, refused: bool) {
+        if self.series_from == 0 && self.blind_share == 0 {
+            return;
+        }
+        self.share = self.share - self.share / 16 + if refused { SHARE_STEP } else { 0 };
+        if refused {
+            self.since_refusal = 0;
+        } else if self.blind_share > 0 {
+            self.since_refusal = self.since_refusal.saturating_add(1);
+            if u32::from(self.since_refusal) * u32::from(self.blind_share)
+                >= 10 * u32::from(u16::MAX)
+            {
+                self.blind_share = 0;
+            }
         }
     }
 
@@ -837,6 +909,9 @@ impl HostState {
         } else {
             interval
         };
+        if self.backoff <= self.series_from {
+            self.series_from = 0;
+        }
     }
 
     /// The quota's next cell is a spacing (`quota_interval`; 0 when the host has no quota) after
@@ -917,6 +992,12 @@ pub(crate) const MARGIN: f64 = 0.02;
 fn with_margin(spacing: u64) -> u64 {
     spacing.saturating_add((spacing as f64 * MARGIN) as u64)
 }
+
+/// What one refusal adds to [`HostState::share`]'s moving average.
+const SHARE_STEP: u16 = u16::MAX / 16;
+/// How far above the share refused at any pace the share refused lately must be for a refusal
+/// to cut the pace: a tenth.
+const SHARE_MARGIN: u32 = u16::MAX as u32 / 10;
 
 /// The statuses a server refuses with when a client goes too fast.
 fn is_refusal(status: http::StatusCode) -> bool {

@@ -525,6 +525,100 @@ async fn eight_at_a_time_adapt_to_a_strict_server_as_one_at_a_time_do() {
     }
 }
 
+/// `server` with each answer taking `latency` on its way back.
+fn answering_in(server: impl TestServer, latency: Duration) -> impl TestServer {
+    tower::service_fn(move |request| {
+        let answer = server.clone().oneshot(request);
+        async move {
+            let answer = answer.await;
+            tokio::time::sleep(latency).await;
+            answer
+        }
+    })
+}
+
+/// `server`, except that every `every`-th request it is sent fails with `code`, whatever the
+/// pace (a backend that fails now and then).
+fn failing_now_and_then(server: impl TestServer, every: usize, code: u16) -> impl TestServer {
+    let sent = Arc::new(Mutex::new(0));
+    tower::service_fn(move |request| {
+        let n = {
+            let mut sent = sent.lock().unwrap();
+            *sent += 1;
+            *sent
+        };
+        let answer = server.clone().oneshot(request);
+        async move {
+            if n % every == 0 {
+                return Ok(status(code, &[]));
+            }
+            answer.await
+        }
+    })
+}
+
+/// Sends `n` requests to a host whose server answers in a millisecond, 16 at a time (the
+/// host takes 8); how many a second it answered.
+async fn rate_of(server: impl TestServer, n: usize) -> f64 {
+    let table = Arc::new(HostTable::new(TableSettings::default()));
+    let service = RateLimitLayer::new(table)
+        .jitter(0.0)
+        .layer(answering_in(server, Duration::from_millis(1)));
+    let started = Instant::now();
+    stream::iter(0..n)
+        .map(|_| service.clone().oneshot(get("http://a.test/")))
+        .buffer_unordered(16)
+        .for_each(|_| async {})
+        .await;
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_host_that_refuses_now_and_then_whatever_the_pace_keeps_most_of_its_rate() {
+    // Cut at each of these refusals, with ten clean answers in a row to climb back, the pace
+    // fell towards a request a minute. Failures that are no refusals (500s) give the rate to
+    // compare with.
+    let sent = 20_000;
+    let ok = || server(Log::default(), |_, _| ok());
+    let failing = rate_of(failing_now_and_then(ok(), 10, 500), sent).await;
+    for every in [50, 20, 10, 5] {
+        let refusing = rate_of(failing_now_and_then(ok(), every, 503), sent).await;
+        println!("1 in {every} refused: {refusing:.0}/s, against {failing:.0}/s failing");
+        assert!(
+            refusing >= 0.5 * failing,
+            "1 in {every} refused: {refusing:.0}/s, below half of {failing:.0}/s"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_strict_limit_behind_a_backend_that_fails_now_and_then_still_slows_the_client() {
+    // The failures show that the host refuses at any pace; the limit's refusals come on top
+    // of them, and must still cut the pace.
+    let (log, refused) = (Log::default(), Arc::new(Mutex::new(0)));
+    let strict = strict_server(log.clone(), Duration::from_millis(10), refused.clone(), &[]);
+    let inner = answering_in(
+        failing_now_and_then(strict, 10, 503),
+        Duration::from_millis(1),
+    );
+    let service = RateLimitLayer::new(table()).jitter(0.0).layer(inner);
+    let sent = 6_000;
+    send_one_by_one(&service, "http://a.test/", sent).await;
+    let refused = *refused.lock().unwrap();
+    let times = arrivals(&log, "a.test");
+    let rate = (times.len() - 1) as f64 / (times[times.len() - 1] - times[0]).as_secs_f64();
+    println!("{sent} sent, {refused} refused by the limit of 100/s, {rate:.2}/s accepted");
+    assert!(
+        f64::from(refused) <= 0.10 * sent as f64,
+        "{refused} of {sent} refused by the limit"
+    );
+    // At most 90/s: the backend fails one in ten.
+    assert!(
+        rate >= 60.0,
+        "{rate:.2}/s accepted, against a limit of 100/s"
+    );
+}
+
 /// Sends 100 requests to `server`, `concurrency` at a time, under a quota of 200 a second,
 /// each answer taking `latency` ms on its way back; how long they took.
 async fn hundred_at_200_per_second(
