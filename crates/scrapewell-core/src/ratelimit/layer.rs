@@ -11,7 +11,7 @@ use governor::state::{NotKeyed, StateStore};
 use http::Uri;
 use tower::Layer;
 
-use super::table::{MARGIN, name_words, nanos, share_within};
+use super::table::{MARGIN, name_words, nanos, share_within, timer_credit};
 use super::{HostKey, HostTable, Quota, RateLimit};
 
 /// Applies [`RateLimit`] to a service: quotas per host pattern, on one shared [`HostTable`].
@@ -224,6 +224,14 @@ impl Limiter {
     /// Takes a cell of the quota at `now` for a host whose arrival time is `tat`: `None` when
     /// the quota allows the request, else how long until it does (and `tat` is unchanged).
     pub(crate) fn check(&self, tat: &mut u64, now: u64) -> Option<Duration> {
+        // A request checked after its theoretical arrival time (stored plus one) is taken as
+        // having come up to `timer_credit` earlier, no earlier than that time.
+        let now = match tat.checked_sub(1) {
+            Some(theoretical) if now > theoretical => now
+                .saturating_sub(timer_credit(self.interval_nanos()))
+                .max(theoretical),
+            _ => now,
+        };
         // A limiter over one host's state, read at `now`: governor's arithmetic with no lookup
         // and no clock reading of its own, under the lock the table already holds.
         let store = ArrivalTime {
