@@ -745,6 +745,7 @@ impl HostState {
     /// Whether a refusal, when the pace in force is `current`, is one of those the host
     /// answers at any pace (a backend that fails now and then with a 503), which must not cut
     /// the pace: cut at each, the pace of such a host would fall towards a request a minute.
+    /// A refusal that shows it records the share refused, in `blind_share`.
     ///
     /// A rate limit that refuses less than a third of the requests at some rate accepts all
     /// of them at two thirds of it (a token bucket; a strict spacing refuses every other

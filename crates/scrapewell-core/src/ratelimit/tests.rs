@@ -109,6 +109,12 @@ fn arrivals(log: &Log, host: &str) -> Vec<Instant> {
         .collect()
 }
 
+/// The rate at which `a.test` accepted requests, from the first to the last.
+fn accepted_rate(log: &Log) -> f64 {
+    let times = arrivals(log, "a.test");
+    (times.len() - 1) as f64 / (times[times.len() - 1] - times[0]).as_secs_f64()
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_quota_spaces_requests_to_a_host() {
     let log = Log::default();
@@ -475,8 +481,7 @@ async fn refusals_without_headers_cut_the_pace_and_clean_stretches_restore_it() 
         }
     }
     let refused = *refused.lock().unwrap();
-    let times = arrivals(&log, "a.test");
-    let rate = (times.len() - 1) as f64 / (times[times.len() - 1] - times[0]).as_secs_f64();
+    let rate = accepted_rate(&log);
     println!("{sent} sent, {refused} refused, {rate:.2}/s accepted against a limit of 10/s");
     assert!(
         f64::from(refused) <= 0.10 * sent as f64,
@@ -511,8 +516,7 @@ async fn eight_at_a_time_adapt_to_a_strict_server_as_one_at_a_time_do() {
             statuses.iter().filter(|s| !s.is_success()).count() as u32,
             refused
         );
-        let times = arrivals(&log, "a.test");
-        let rate = (times.len() - 1) as f64 / (times[times.len() - 1] - times[0]).as_secs_f64();
+        let rate = accepted_rate(&log);
         println!("{sent} sent 8 at a time, {refused} refused, {rate:.2}/s against {limit}/s");
         assert!(
             f64::from(refused) <= 0.10 * f64::from(sent),
@@ -605,8 +609,7 @@ async fn a_strict_limit_behind_a_backend_that_fails_now_and_then_still_slows_the
     let sent = 6_000;
     send_one_by_one(&service, "http://a.test/", sent).await;
     let refused = *refused.lock().unwrap();
-    let times = arrivals(&log, "a.test");
-    let rate = (times.len() - 1) as f64 / (times[times.len() - 1] - times[0]).as_secs_f64();
+    let rate = accepted_rate(&log);
     println!("{sent} sent, {refused} refused by the limit of 100/s, {rate:.2}/s accepted");
     assert!(
         f64::from(refused) <= 0.10 * sent as f64,
@@ -626,14 +629,7 @@ async fn hundred_at_200_per_second(
     concurrency: usize,
     latency: u64,
 ) -> Duration {
-    let inner = tower::service_fn(move |request| {
-        let answer = server.clone().oneshot(request);
-        async move {
-            let answer = answer.await;
-            tokio::time::sleep(Duration::from_millis(latency)).await;
-            answer
-        }
-    });
+    let inner = answering_in(server, Duration::from_millis(latency));
     let service = RateLimitLayer::new(table())
         .default_quota(per_second(200))
         .jitter(0.0)
