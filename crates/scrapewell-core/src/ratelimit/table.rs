@@ -703,16 +703,18 @@ impl HostState {
             self.refused_at = current;
             // Heavily refused, jump to a tenth below the rate the host delivered: that rate is
             // its limit. (When the client itself sent slowly, the delivered rate is only its
-            // own.) With no measure yet and a third refused, quarter the rate: a client told
-            // nothing starts milliseconds apart and each step down costs a refusal. Near the
-            // limit, cut the rate by `decrease`, in a series that stops at half the rate it
-            // began at (see `refuses_whatever_the_pace`).
+            // own.) With no measure yet and as many refused as accepted, of two answers at
+            // least, quarter the rate: a client told nothing starts milliseconds apart and each
+            // step down costs a refusal. (A first answer refused, or two among a host's first
+            // six, as one that fails a request in five gives from the first, are no such
+            // sign.) Near the limit, cut the rate by `decrease`, in a series that stops at half
+            // the rate it began at (see `refuses_whatever_the_pace`).
             let gentle = (current as f64 / settings.decrease) as u64;
+            let refused_half = self.window_refused >= self.window_accepted
+                && self.window_refused + self.window_accepted >= 2;
             let backoff = match self.delivered_every(now) {
                 Some(delivered) if heavy => Some(gentle.max(delivered * 11 / 10)),
-                None if self.window_refused * 2 >= self.window_accepted => {
-                    Some(current.saturating_mul(4))
-                }
+                None if refused_half => Some(current.saturating_mul(4)),
                 _ => None,
             };
             let backoff = match backoff {
@@ -745,7 +747,8 @@ impl HostState {
     /// Whether a refusal, when the pace in force is `current`, is one of those the host
     /// answers at any pace (a backend that fails now and then with a 503), which must not cut
     /// the pace: cut at each, the pace of such a host would fall towards a request a minute.
-    /// A refusal that shows it records the share refused, in `blind_share`.
+    /// A refusal that shows it records the share refused, in `blind_share`, and undoes the
+    /// cuts of the series: they were made for refusals that come at any pace.
     ///
     /// A rate limit that refuses less than a third of the requests at some rate accepts all
     /// of them at two thirds of it (a token bucket; a strict spacing refuses every other
@@ -758,6 +761,10 @@ impl HostState {
     fn refuses_whatever_the_pace(&mut self, current: u64, heavy: bool) -> bool {
         if self.series_from > 0 && current >= self.series_from.saturating_mul(5) / 3 && !heavy {
             self.blind_share = self.share.max(1);
+            // Back to the pace the series began at, which the next clean stretch probes past.
+            self.backoff = self.series_from;
+            self.refused_at = self.series_from;
+            self.series_from = 0;
             return true;
         }
         self.blind_share > 0

@@ -541,9 +541,14 @@ fn answering_in(server: impl TestServer, latency: Duration) -> impl TestServer {
     })
 }
 
-/// `server`, except that every `every`-th request it is sent fails with `code`, whatever the
-/// pace (a backend that fails now and then).
-fn failing_now_and_then(server: impl TestServer, every: usize, code: u16) -> impl TestServer {
+/// `server`, except that the `first` request it is sent (counted from 1) and every `every`-th
+/// after it fail with `code`, whatever the pace (a backend that fails now and then).
+fn failing_now_and_then(
+    server: impl TestServer,
+    first: usize,
+    every: usize,
+    code: u16,
+) -> impl TestServer {
     let sent = Arc::new(Mutex::new(0));
     tower::service_fn(move |request| {
         let n = {
@@ -553,7 +558,7 @@ fn failing_now_and_then(server: impl TestServer, every: usize, code: u16) -> imp
         };
         let answer = server.clone().oneshot(request);
         async move {
-            if n % every == 0 {
+            if n >= first && (n - first).is_multiple_of(every) {
                 return Ok(status(code, &[]));
             }
             answer.await
@@ -577,22 +582,46 @@ async fn rate_of(server: impl TestServer, n: usize) -> f64 {
     n as f64 / started.elapsed().as_secs_f64()
 }
 
+/// Sends `sent` requests (see [`rate_of`]) to a host that refuses one in `every` with a bare
+/// 503, from the `first` (counted from 1; `None`: the `every`-th), for each of `everies`: each
+/// must keep `share` of the rate of a host that fails as often with 500s, which are no
+/// refusals.
+async fn assert_keeps_rate(sent: usize, first: Option<usize>, everies: &[usize], share: f64) {
+    let ok = || server(Log::default(), |_, _| ok());
+    let failing = rate_of(failing_now_and_then(ok(), 10, 10, 500), sent).await;
+    for &every in everies {
+        let from = first.unwrap_or(every);
+        let refusing = rate_of(failing_now_and_then(ok(), from, every, 503), sent).await;
+        let what = format!("{sent} sent, 1 in {every} refused from request {from}");
+        println!("{what}: {refusing:.0}/s, against {failing:.0}/s failing");
+        assert!(
+            refusing >= share * failing,
+            "{what}: {refusing:.0}/s, under {share} of {failing:.0}/s failing"
+        );
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_host_that_refuses_now_and_then_whatever_the_pace_keeps_most_of_its_rate() {
     // Cut at each of these refusals, with ten clean answers in a row to climb back, the pace
-    // fell towards a request a minute. Failures that are no refusals (500s) give the rate to
-    // compare with.
-    let sent = 20_000;
-    let ok = || server(Log::default(), |_, _| ok());
-    let failing = rate_of(failing_now_and_then(ok(), 10, 500), sent).await;
-    for every in [50, 20, 10, 5] {
-        let refusing = rate_of(failing_now_and_then(ok(), every, 503), sent).await;
-        println!("1 in {every} refused: {refusing:.0}/s, against {failing:.0}/s failing");
-        assert!(
-            refusing >= 0.5 * failing,
-            "1 in {every} refused: {refusing:.0}/s, below half of {failing:.0}/s"
-        );
-    }
+    // fell towards a request a minute.
+    assert_keeps_rate(20_000, None, &[50, 20, 10, 5], 0.5).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_host_that_refuses_now_and_then_from_its_first_answer_keeps_most_of_its_rate() {
+    // Two refusals among the first six answers are no measure of a limit: read as a third
+    // refused, each quartered the pace, and the host was crawled at tens of requests a
+    // second for seconds before the pace climbed back.
+    assert_keeps_rate(5_000, Some(1), &[20, 10, 5], 0.5).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_host_that_shows_it_refuses_at_any_pace_gets_back_the_pace_it_had() {
+    // The cuts made before the host showed it refuses at any pace were made for such
+    // refusals: left in place, the pace had to climb back from half, and the first 2,000
+    // requests went at half the rate of a host that fails with 500s.
+    assert_keeps_rate(2_000, None, &[10, 5], 0.65).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -602,7 +631,7 @@ async fn a_strict_limit_behind_a_backend_that_fails_now_and_then_still_slows_the
     let (log, refused) = (Log::default(), Arc::new(Mutex::new(0)));
     let strict = strict_server(log.clone(), Duration::from_millis(10), refused.clone(), &[]);
     let inner = answering_in(
-        failing_now_and_then(strict, 10, 503),
+        failing_now_and_then(strict, 10, 10, 503),
         Duration::from_millis(1),
     );
     let service = RateLimitLayer::new(table()).jitter(0.0).layer(inner);
