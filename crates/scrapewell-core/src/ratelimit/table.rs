@@ -692,7 +692,7 @@ impl HostState {
             .max(quota_interval)
             .max(self.sent_every)
             .max(1_000_000);
-        if self.refuses_whatever_the_pace(current, heavy) {
+        if self.refuses_whatever_the_pace(current, heavy, max_pause) {
             return;
         }
         self.clean = 0;
@@ -748,7 +748,8 @@ impl HostState {
     /// answers at any pace (a backend that fails now and then with a 503), which must not cut
     /// the pace: cut at each, the pace of such a host would fall towards a request a minute.
     /// A refusal that shows it records the share refused, in `blind_share`, and undoes the
-    /// cuts of the series: they were made for refusals that come at any pace.
+    /// cuts of the series: they were made for refusals that come at any pace. The pace given
+    /// back is held to `max_pause`, as every pace learned from refusals is.
     ///
     /// A rate limit that refuses less than a third of the requests at some rate accepts all
     /// of them at two thirds of it (a token bucket; a strict spacing refuses every other
@@ -758,11 +759,11 @@ impl HostState {
     /// that rate: a limit behind the failures still slows the client, a little later. What
     /// was learned holds until the host has answered ten times the responses it takes on
     /// average between two such refusals without one.
-    fn refuses_whatever_the_pace(&mut self, current: u64, heavy: bool) -> bool {
+    fn refuses_whatever_the_pace(&mut self, current: u64, heavy: bool, max_pause: u64) -> bool {
         if self.series_from > 0 && current >= self.series_from.saturating_mul(5) / 3 && !heavy {
             self.blind_share = self.share.max(1);
             // Back to the pace the series began at, which the next clean stretch probes past.
-            self.backoff = self.series_from;
+            self.backoff = self.series_from.min(max_pause);
             self.refused_at = self.series_from;
             self.series_from = 0;
             return true;

@@ -965,6 +965,31 @@ async fn a_million_hosts_keep_the_table_within_its_bound() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn the_pace_restored_for_a_host_that_refuses_at_any_pace_is_held_to_the_longest_pause() {
+    // A client that sends more slowly than the longest pause measures its refusals at its own
+    // spacing: the pace given back when the host shows it refuses at any pace is that
+    // spacing, which must still be held to the longest pause.
+    let longest = Duration::from_millis(10);
+    let table = Arc::new(HostTable::new(TableSettings::default().max_pause(longest)));
+    let ok = server(Log::default(), |_, _| ok());
+    let service = RateLimitLayer::new(Arc::clone(&table))
+        .jitter(0.0)
+        .layer(failing_now_and_then(ok, 5, 5, 503));
+    for gap in [50, 100, 150, 200] {
+        for _ in 0..20 {
+            service
+                .clone()
+                .oneshot(get("http://a.test/"))
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(gap)).await;
+        }
+    }
+    let stats = table.stats(&HostKey::of("a.test", 80)).unwrap();
+    assert!(stats.interval <= Some(longest), "{:?}", stats.interval);
+}
+
+#[tokio::test(start_paused = true)]
 async fn nothing_a_server_says_holds_a_host_back_longer_than_the_longest_pause() {
     let log = Log::default();
     let longest = Duration::from_secs(5);
