@@ -3,12 +3,13 @@
 
 mod common;
 
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Shortfall, closed_port, crawl, fast_client, judge_pace};
+use common::{
+    Shortfall, closed_port, crawl, fast_client, install_package, judge_pace, wait_until_listening,
+};
 
 const NGINX: &str = "/usr/sbin/nginx";
 
@@ -24,7 +25,7 @@ struct Nginx {
 
 impl Nginx {
     fn start(name: &str) -> Nginx {
-        install_nginx();
+        install_package("nginx-light", NGINX);
         let prefix =
             std::env::temp_dir().join(format!("scrapewell-nginx-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&prefix);
@@ -52,14 +53,7 @@ impl Nginx {
             prefix,
             port,
         };
-        let started = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "nginx did not listen on {port}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_until_listening(port, "nginx");
         nginx
     }
 
@@ -96,43 +90,6 @@ impl Drop for Nginx {
         let _ = self.process.wait();
         let _ = std::fs::remove_dir_all(&self.prefix);
     }
-}
-
-/// Installs Debian's nginx-light when nginx is missing, without letting the package start its
-/// own service (that would be a process no test stops).
-fn install_nginx() {
-    static INSTALL: std::sync::Once = std::sync::Once::new();
-    INSTALL.call_once(|| {
-        if Path::new(NGINX).exists() {
-            return;
-        }
-        let guard = Path::new("/usr/sbin/policy-rc.d");
-        let had_guard = guard.exists();
-        if !had_guard {
-            std::fs::write(guard, "#!/bin/sh\nexit 101\n")
-                .expect("write policy-rc.d (root is needed to install nginx)");
-            let _ = Command::new("chmod")
-                .args(["+x", "/usr/sbin/policy-rc.d"])
-                .status();
-        }
-        let apt = |args: &[&str]| {
-            Command::new("apt-get")
-                .args(args)
-                .env("DEBIAN_FRONTEND", "noninteractive")
-                .status()
-                .is_ok_and(|s| s.success())
-        };
-        let installed = apt(&["install", "-y", "--no-install-recommends", "nginx-light"])
-            || (apt(&["update"])
-                && apt(&["install", "-y", "--no-install-recommends", "nginx-light"]));
-        if !had_guard {
-            let _ = std::fs::remove_file(guard);
-        }
-        assert!(
-            installed && Path::new(NGINX).exists(),
-            "could not install nginx-light with apt-get"
-        );
-    });
 }
 
 /// The number of 200s and 429s nginx logged, and the rate of the 200s.

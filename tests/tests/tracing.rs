@@ -25,8 +25,9 @@ impl Write for Captured {
     }
 }
 
-#[tokio::test(flavor = "current_thread")]
-async fn credentials_keys_and_query_values_never_reach_the_logs() {
+/// Every event and span of this thread, at every level, written to the returned buffer until the
+/// guard is dropped.
+fn capture_logs() -> (Captured, tracing::subscriber::DefaultGuard) {
     let captured = Captured::default();
     let writer = captured.clone();
     let subscriber = tracing_subscriber::fmt()
@@ -34,7 +35,12 @@ async fn credentials_keys_and_query_values_never_reach_the_logs() {
         .with_ansi(false)
         .with_writer(move || writer.clone())
         .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    (captured, tracing::subscriber::set_default(subscriber))
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn credentials_keys_and_query_values_never_reach_the_logs() {
+    let (captured, _guard) = capture_logs();
 
     let server = MockServer::start().await.unwrap();
     let client = fast_client().build().unwrap();
@@ -74,4 +80,38 @@ async fn credentials_keys_and_query_values_never_reach_the_logs() {
             "{secret} leaked into the logs:\n{logs}"
         );
     }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_quota_store_that_is_away_is_warned_of_once_and_its_password_never_logged() {
+    let (captured, _guard) = capture_logs();
+
+    let server = MockServer::start().await.unwrap();
+    let away = format!("redis://:REDIS-SECRET@127.0.0.1:{}/", common::closed_port());
+    let store = scrapewell::RedisQuotaStore::open(&away).unwrap();
+    let client = fast_client()
+        .rate_limit(100.0)
+        .shared_rate_limits(store.clone())
+        .build()
+        .unwrap();
+    for _ in 0..3 {
+        client.get(server.url("/page/1")).send().await.unwrap();
+    }
+
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let warnings = logs
+        .lines()
+        .filter(|line| line.contains("WARN") && line.contains("quota store unavailable"))
+        .count();
+    assert_eq!(warnings, 1, "{logs}");
+    assert_eq!(
+        logs.matches("quota store still unavailable").count(),
+        2,
+        "{logs}"
+    );
+    let described = format!("{store:?}");
+    assert!(
+        !logs.contains("REDIS-SECRET") && !described.contains("REDIS-SECRET"),
+        "{described}\n{logs}"
+    );
 }

@@ -9,7 +9,7 @@ use scrapewell_core::idempotency::{
     IDEMPOTENCY_KEY, Idempotency, IdempotencyLayer, KeyFormat, KeyStrategy,
 };
 use scrapewell_core::ratelimit::{
-    HostStats, HostTable, KeyBy, Quota, RateLimit, RateLimitLayer, TableSettings,
+    HostStats, HostTable, KeyBy, Quota, QuotaStore, RateLimit, RateLimitLayer, TableSettings,
 };
 use scrapewell_core::retry::{Retry, RetryBudget, RetryLayer, RetryPolicy};
 use scrapewell_core::timeout::{AttemptTimeout, AttemptTimeoutLayer};
@@ -213,6 +213,7 @@ pub struct ClientBuilder {
     hosts: TableSettings,
     key_hosts_by: KeyBy,
     rate_limit_jitter: Option<f64>,
+    quota_store: Option<Arc<dyn QuotaStore>>,
     block_rules: Option<RuleSet>,
     cool_down: Duration,
     while_cooling: WhileCooling,
@@ -249,6 +250,7 @@ impl Default for ClientBuilder {
             hosts: TableSettings::default(),
             key_hosts_by: KeyBy::default(),
             rate_limit_jitter: None,
+            quota_store: None,
             block_rules: None,
             cool_down: Duration::from_secs(60),
             while_cooling: WhileCooling::FailFast,
@@ -453,6 +455,32 @@ impl ClientBuilder {
         self
     }
 
+    /// Shares the rate limits with every client that uses the same `store` (the workers of a
+    /// fleet, on other machines): each request to a host with a limit takes a slot of that limit
+    /// in the store before it goes, so that ten workers limited to 10 requests a second send 10
+    /// between them, not 100. While the store cannot answer, each client keeps to the limits
+    /// alone, and a warning says so. See `RedisQuotaStore` (feature
+    /// `redis`).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// # #[cfg(feature = "redis")]
+    /// # fn fleet() -> Result<scrapewell::Client, Box<dyn std::error::Error>> {
+    /// use scrapewell::{Client, RedisQuotaStore};
+    ///
+    /// let client = Client::builder()
+    ///     .host_rate_limit("example.com", 10.0)
+    ///     .shared_rate_limits(RedisQuotaStore::open("redis://127.0.0.1:6379/")?)
+    ///     .build()?;
+    /// # Ok(client)
+    /// # }
+    /// ```
+    pub fn shared_rate_limits(mut self, store: impl QuotaStore) -> Self {
+        self.quota_store = Some(Arc::new(store));
+        self
+    }
+
     /// The block rules responses are classified by (the embedded ones by default); see
     /// [`RuleSet`] to add rules or load them from a file.
     pub fn block_rules(mut self, rules: RuleSet) -> Self {
@@ -540,6 +568,9 @@ impl ClientBuilder {
         }
         if let Some(quota) = self.default_quota {
             rate_limit = rate_limit.default_quota(quota);
+        }
+        if let Some(store) = self.quota_store {
+            rate_limit = rate_limit.shared_quotas(store);
         }
         let timeout = match self.attempt_timeout {
             Some(timeout) => AttemptTimeoutLayer::new(timeout),

@@ -61,5 +61,9 @@ pub use update::{Update, UpdateError, Updated, VersionAt};
 pub use scrapewell_core::ProblemDetails;
 pub use scrapewell_core::block::{BlockKind, BlockVerdict, Detector, Evidence, RuleError, RuleSet};
 pub use scrapewell_core::idempotency::{KeyFormat, KeyStrategy};
-pub use scrapewell_core::ratelimit::{HostStats, KeyBy, Quota, TableSettings};
+#[cfg(feature = "redis")]
+pub use scrapewell_core::ratelimit::RedisQuotaStore;
+pub use scrapewell_core::ratelimit::{
+    HostStats, KeyBy, Quota, QuotaStore, QuotaStoreError, ReserveFuture, SharedQuota,
+};
 pub use scrapewell_core::retry::{Attempts, RetryReason, RetryRecord, TransientConflict};

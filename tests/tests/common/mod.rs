@@ -20,6 +20,59 @@ pub(crate) fn closed_port() -> u16 {
     listener.local_addr().expect("local address").port()
 }
 
+/// Waits until a server the test started (`what`) listens on loopback's `port`, for 10 s at most.
+pub(crate) fn wait_until_listening(port: u16, what: &str) {
+    let started = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{what} did not listen on {port}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Installs Debian's `package` when `binary` is missing, without letting the package start a
+/// service of its own (that would be a process no test stops). Root is needed, as CI runs.
+pub(crate) fn install_package(package: &str, binary: &str) {
+    use std::path::Path;
+    use std::process::Command;
+    // One installation at a time: apt-get holds a lock, and tests run in parallel.
+    static APT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _apt = APT
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if Path::new(binary).exists() {
+        return;
+    }
+    let guard = Path::new("/usr/sbin/policy-rc.d");
+    let had_guard = guard.exists();
+    if !had_guard {
+        std::fs::write(guard, "#!/bin/sh\nexit 101\n").unwrap_or_else(|e| {
+            panic!("write policy-rc.d (root is needed to install {package}): {e}")
+        });
+        let _ = Command::new("chmod")
+            .args(["+x", "/usr/sbin/policy-rc.d"])
+            .status();
+    }
+    let apt = |args: &[&str]| {
+        Command::new("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let install = ["install", "-y", "--no-install-recommends", package];
+    let installed = apt(&install) || (apt(&["update"]) && apt(&install));
+    if !had_guard {
+        let _ = std::fs::remove_file(guard);
+    }
+    assert!(
+        installed && Path::new(binary).exists(),
+        "could not install {package} with apt-get"
+    );
+}
+
 /// Sends `count` GETs to `url`, `concurrency` at a time; every one must end in a 200.
 pub(crate) async fn crawl(
     client: &scrapewell::Client,

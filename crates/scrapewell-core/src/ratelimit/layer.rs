@@ -1,6 +1,7 @@
 use std::cell::Cell;
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use governor::RateLimiter;
@@ -11,8 +12,9 @@ use governor::state::{NotKeyed, StateStore};
 use http::Uri;
 use tower::Layer;
 
+use super::shared::SharedSlot;
 use super::table::{MARGIN, name_words, nanos, share_within, timer_credit};
-use super::{HostKey, HostTable, Quota, RateLimit};
+use super::{HostKey, HostTable, Quota, QuotaStore, RateLimit, SharedQuota};
 
 /// Applies [`RateLimit`] to a service: quotas per host pattern, on one shared [`HostTable`].
 ///
@@ -44,6 +46,7 @@ pub struct RateLimitLayer {
     key_by: KeyBy,
     jitter: f64,
     longest_wait: Option<Duration>,
+    store: Option<Arc<dyn QuotaStore>>,
 }
 
 /// How requests are grouped into the hosts that share a budget.
@@ -77,6 +80,10 @@ pub(crate) struct Shared {
     pub(crate) jitter: f64,
     /// A request to a host paused by its server for longer fails at once.
     pub(crate) longest_wait: Option<Duration>,
+    /// Where the quotas are shared with other clients.
+    pub(crate) store: Option<Arc<dyn QuotaStore>>,
+    /// Whether the store's last answer was a failure: a warning is given once per outage.
+    pub(crate) store_down: AtomicBool,
 }
 
 /// One quota, checked by governor's GCRA against a host's state in the table.
@@ -142,6 +149,7 @@ impl RateLimitLayer {
             key_by: KeyBy::default(),
             jitter: 0.01,
             longest_wait: None,
+            store: None,
         }
     }
 
@@ -197,6 +205,38 @@ impl RateLimitLayer {
         self
     }
 
+    /// Keeps the quotas in `store` as well, shared with every client that uses the same store
+    /// and names hosts alike (the workers of a fleet, on other machines): a request to a host
+    /// with a quota first takes a slot of that quota in the store, then its turn here. Hosts
+    /// without a quota are paced by what they say, client by client. While the store cannot
+    /// answer, requests are paced by this client's quotas alone, and a warning says so.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::num::NonZeroU32;
+    /// use std::sync::Arc;
+    /// # use scrapewell_core::ratelimit::{QuotaStore, ReserveFuture, SharedQuota};
+    /// use scrapewell_core::ratelimit::{HostTable, Quota, RateLimitLayer};
+    ///
+    /// # #[derive(Debug)]
+    /// # struct Fleet;
+    /// # impl QuotaStore for Fleet {
+    /// #     fn reserve(&self, _: &str, _: SharedQuota) -> ReserveFuture {
+    /// #         Box::pin(std::future::ready(Ok(Default::default())))
+    /// #     }
+    /// # }
+    /// // `Fleet` is a QuotaStore, such as RedisQuotaStore (feature `redis`).
+    /// let layer = RateLimitLayer::new(Arc::new(HostTable::new(Default::default())))
+    ///     .default_quota(Quota::per_second(NonZeroU32::new(10).unwrap()))
+    ///     .shared_quotas(Arc::new(Fleet));
+    /// # let _ = layer;
+    /// ```
+    pub fn shared_quotas(mut self, store: Arc<dyn QuotaStore>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
     /// The shared table.
     pub fn table(&self) -> &Arc<HostTable> {
         &self.table
@@ -214,6 +254,14 @@ impl Limiter {
         let paced = Quota::with_period(Duration::from_secs_f64(period))
             .map_or(quota, |paced| paced.allow_burst(burst));
         Limiter { quota: paced }
+    }
+
+    /// The quota as a store shares it.
+    pub(crate) fn shared(&self) -> SharedQuota {
+        SharedQuota::new(
+            self.quota.replenish_interval(),
+            self.quota.burst_size().get(),
+        )
     }
 
     /// The spacing of the quota in nanoseconds.
@@ -256,9 +304,7 @@ impl Shared {
         let (host, port) = host_and_port(uri)?;
         let key = match &self.key_by {
             KeyBy::HostAndPort => HostKey::of(host, port),
-            KeyBy::RegistrableDomain => {
-                HostKey::new(&psl::domain_str(host).unwrap_or(host).to_ascii_lowercase())
-            }
+            KeyBy::RegistrableDomain => HostKey::new(&registrable_domain(host)),
             KeyBy::Custom(key_of) => HostKey::new(&key_of(uri)?),
         };
         let limiter = self
@@ -269,6 +315,33 @@ impl Shared {
             .or(self.default.as_ref());
         Some((key, limiter))
     }
+
+    /// Where a request's quota is shared, when it is, and the name the store keeps it under:
+    /// the host as the layer keys it, spelled out.
+    pub(crate) fn shared_slot(
+        &self,
+        uri: &Uri,
+        limiter: Option<&Arc<Limiter>>,
+    ) -> Option<SharedSlot> {
+        let store = self.store.as_ref()?;
+        let quota = limiter?.shared();
+        let (host, port) = host_and_port(uri)?;
+        let host = match &self.key_by {
+            KeyBy::HostAndPort => format!("{}:{port}", host.to_ascii_lowercase()),
+            KeyBy::RegistrableDomain => registrable_domain(host),
+            KeyBy::Custom(key_of) => key_of(uri)?,
+        };
+        Some(SharedSlot {
+            store: Arc::clone(store),
+            host,
+            quota,
+        })
+    }
+}
+
+/// The registrable domain of `host` (itself when it has none, as an address), lowercase.
+fn registrable_domain(host: &str) -> String {
+    psl::domain_str(host).unwrap_or(host).to_ascii_lowercase()
 }
 
 /// The host (IPv6 addresses keep their brackets) and port of a URI, the port defaulted by the
@@ -392,6 +465,8 @@ impl<S> Layer<S> for RateLimitLayer {
             key_by: self.key_by.clone(),
             jitter: self.jitter,
             longest_wait: self.longest_wait,
+            store: self.store.clone(),
+            store_down: AtomicBool::new(false),
         };
         RateLimit {
             inner,
@@ -415,6 +490,7 @@ impl fmt::Debug for RateLimitLayer {
             .field("key_by", &self.key_by)
             .field("jitter", &self.jitter)
             .field("longest_wait", &self.longest_wait)
+            .field("store", &self.store)
             .finish()
     }
 }

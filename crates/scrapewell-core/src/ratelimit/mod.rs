@@ -43,6 +43,9 @@ mod clock;
 mod future;
 mod headers;
 mod layer;
+#[cfg(feature = "redis")]
+mod redis_store;
+mod shared;
 mod table;
 
 use std::future::Future;
@@ -57,9 +60,13 @@ pub use future::ResponseFuture;
 pub use governor::Quota;
 pub use headers::ServerLimit;
 pub use layer::{InvalidPattern, KeyBy, KeyFn, RateLimitLayer};
+#[cfg(feature = "redis")]
+pub use redis_store::RedisQuotaStore;
+pub use shared::{QuotaStore, QuotaStoreError, ReserveFuture, SharedQuota};
 pub use table::{HostKey, HostStats, HostTable, TableSettings};
 
 use layer::{Limiter, Shared};
+use shared::SharedSlot;
 use table::{Admission, Departure, Hold, Pause, nanos};
 
 /// A request to a host its server paused for longer than the layer lets a request wait
@@ -150,33 +157,56 @@ where
             return ResponseFuture::called(self.inner.call(request), None);
         };
         let table = &self.shared.table;
-        let quota = limiter.map(|l| &**l);
-        // The common case, a host with room now, is settled here with one reading of the clock
-        // and one look at the host's state; only a request that has to wait gets a task.
-        match table.admit(&key, table.now(), quota) {
-            Admission::Admitted {
-                slot,
-                wait,
-                after_pause,
-            } if wait.is_zero() => {
-                let turn = Turn::new(&self.shared, key, slot, after_pause, quota);
-                ResponseFuture::called(self.inner.call(request), Some(turn))
-            }
-            first => {
-                // The ready service stays for the next request; this one waits with a clone,
-                // readied once its turn comes.
-                let inner = self.inner.clone();
-                let shared = Arc::clone(&self.shared);
-                let limiter = limiter.cloned();
-                ResponseFuture::waiting(async move {
-                    let mut turn = wait_for_turn(shared, key, limiter, first).await?;
-                    let result = inner.oneshot(request).await;
-                    turn.complete(result.as_ref().ok());
-                    result
-                })
-            }
-        }
+        let start = match self.shared.shared_slot(request.uri(), limiter) {
+            Some(slot) => Start::SharedSlot(slot),
+            // The common case, a host with room now, is settled here with one reading of the
+            // clock and one look at the host's state; only a request that has to wait gets a
+            // task.
+            None => match table.admit(&key, table.now(), limiter.map(|l| &**l)) {
+                Admission::Admitted {
+                    slot,
+                    wait,
+                    after_pause,
+                } if wait.is_zero() => {
+                    let turn =
+                        Turn::new(&self.shared, key, slot, after_pause, limiter.map(|l| &**l));
+                    return ResponseFuture::called(self.inner.call(request), Some(turn));
+                }
+                first => Start::Looked(first),
+            },
+        };
+        // The ready service stays for the next request; this one waits with a clone, readied
+        // once its turn comes.
+        let inner = self.inner.clone();
+        let shared = Arc::clone(&self.shared);
+        let limiter = limiter.cloned();
+        ResponseFuture::waiting(async move {
+            let first = match start {
+                Start::Looked(first) => first,
+                Start::SharedSlot(slot) => {
+                    // The fleet's slot comes first: a request waits for its turn here only
+                    // once it may go as far as the fleet is concerned, so that the pace learned
+                    // here reads when requests really leave.
+                    shared.take_shared_slot(slot).await;
+                    shared
+                        .table
+                        .admit(&key, shared.table.now(), limiter.as_deref())
+                }
+            };
+            let mut turn = wait_for_turn(shared, key, limiter, first).await?;
+            let result = inner.oneshot(request).await;
+            turn.complete(result.as_ref().ok());
+            result
+        })
     }
+}
+
+/// Where a request that does not go at once starts.
+enum Start {
+    /// Its quota is shared: it takes a slot in the store first.
+    SharedSlot(SharedSlot),
+    /// Its first look at the host found this.
+    Looked(Admission),
 }
 
 /// Waits until the request may go, from what its first look at the host found; gives up on a

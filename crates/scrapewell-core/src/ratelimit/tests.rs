@@ -1057,3 +1057,133 @@ async fn settings_out_of_range_are_brought_within_it() {
     .await;
     assert!(second.is_err(), "held back");
 }
+
+/// A quota store in memory, on tokio's clock: a GCRA per host, or (`failing`) a store that
+/// never answers. It notes the names it was asked for.
+#[derive(Debug, Default)]
+struct MemoryStore {
+    arrivals: Mutex<std::collections::HashMap<String, Instant>>,
+    asked: Mutex<Vec<String>>,
+    failing: bool,
+}
+
+impl MemoryStore {
+    fn failing() -> Arc<MemoryStore> {
+        Arc::new(MemoryStore {
+            failing: true,
+            ..MemoryStore::default()
+        })
+    }
+
+    fn asked(&self) -> Vec<String> {
+        self.asked.lock().unwrap().clone()
+    }
+}
+
+impl QuotaStore for MemoryStore {
+    fn reserve(&self, host: &str, quota: SharedQuota) -> ReserveFuture {
+        self.asked.lock().unwrap().push(host.to_owned());
+        if self.failing {
+            return Box::pin(std::future::ready(Err(QuotaStoreError::Unavailable(
+                "down".into(),
+            ))));
+        }
+        let now = Instant::now();
+        let mut arrivals = self.arrivals.lock().unwrap();
+        let arrival = arrivals.get(host).map_or(now, |&at| at.max(now));
+        arrivals.insert(host.to_owned(), arrival + quota.interval);
+        let wait = arrival.saturating_duration_since(now + quota.interval * (quota.burst - 1));
+        Box::pin(std::future::ready(Ok(wait)))
+    }
+}
+
+/// `workers` clients of 10 requests a second each, on tables of their own, that keep their
+/// quota in `store` (none: each its own); each sends `each` requests at once to `a.test`.
+/// Returns the arrivals at the server, and how many answers each worker got.
+async fn fleet(
+    store: Option<Arc<MemoryStore>>,
+    workers: usize,
+    each: usize,
+) -> (Vec<Instant>, Vec<usize>) {
+    let log = Log::default();
+    let answered = join_all((0..workers).map(|_| {
+        let mut layer = RateLimitLayer::new(table())
+            .default_quota(per_second(10))
+            .jitter(0.0);
+        if let Some(store) = &store {
+            layer = layer.shared_quotas(store.clone());
+        }
+        let service = layer.layer(server(log.clone(), |_, _| ok()));
+        async move {
+            join_all((0..each).map(|_| service.clone().oneshot(get("http://a.test/"))))
+                .await
+                .into_iter()
+                .filter(Result::is_ok)
+                .count()
+        }
+    }))
+    .await;
+    (arrivals(&log, "a.test"), answered)
+}
+
+#[tokio::test(start_paused = true)]
+async fn workers_that_share_a_store_keep_one_quota_between_them() {
+    let store = Arc::new(MemoryStore::default());
+    let (shared, answered) = fleet(Some(store.clone()), 3, 10).await;
+    assert_eq!(answered, [10, 10, 10]);
+    assert_eq!(shared.len(), 30);
+    for pair in shared.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!(gap >= Duration::from_millis(100), "{gap:?}");
+    }
+    assert_paced(shared[29] - shared[0], Duration::from_millis(2900), 29);
+    // Each worker keeps to its own quota only: three times the rate.
+    let (alone, _) = fleet(None, 3, 10).await;
+    let span = |times: &[Instant]| times[times.len() - 1] - times[0];
+    assert!(span(&alone) * 3 <= span(&shared), "{:?}", span(&alone));
+    // One question to the store per request.
+    assert_eq!(store.asked(), ["a.test:80"; 30]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_store_that_does_not_answer_leaves_each_worker_its_own_quota() {
+    let store = MemoryStore::failing();
+    let (times, answered) = fleet(Some(store.clone()), 2, 10).await;
+    assert_eq!(answered, [10, 10]);
+    // Twenty requests from two workers at 10 a second each: about a second.
+    assert_paced(times[19] - times[0], Duration::from_millis(900), 9);
+    assert_eq!(store.asked().len(), 20, "asked once per request");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_store_keeps_each_host_under_the_name_the_layer_keys_it_by() {
+    let store = Arc::new(MemoryStore::default());
+    let log = Log::default();
+    let by_host = RateLimitLayer::new(table())
+        .host_quota("*.test", per_second(100))
+        .unwrap()
+        .shared_quotas(store.clone())
+        .layer(server(log.clone(), |_, _| ok()));
+    for url in [
+        "http://A.Test/",
+        "http://a.test:80/x",
+        "https://b.test/",
+        "http://unlimited.example/",
+    ] {
+        by_host.clone().oneshot(get(url)).await.unwrap();
+    }
+    let by_domain = RateLimitLayer::new(table())
+        .default_quota(per_second(100))
+        .key_by(KeyBy::RegistrableDomain)
+        .shared_quotas(store.clone())
+        .layer(server(log, |_, _| ok()));
+    by_domain
+        .oneshot(get("http://www.Example.co.uk/"))
+        .await
+        .unwrap();
+    // A host without a quota is paced by what it says, client by client: it is not asked for.
+    assert_eq!(
+        store.asked(),
+        ["a.test:80", "a.test:80", "b.test:443", "example.co.uk"]
+    );
+}
