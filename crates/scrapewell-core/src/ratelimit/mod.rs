@@ -184,9 +184,14 @@ where
             let first = match start {
                 Start::Looked(first) => first,
                 Start::SharedSlot(slot) => {
-                    // The fleet's slot comes first: a request waits for its turn here only
-                    // once it may go as far as the fleet is concerned, so that the pace learned
-                    // here reads when requests really leave.
+                    // A pause is waited out (or fails the request) before a fleet slot is
+                    // taken: the slot of a request that then waits, or fails, is lost.
+                    while let Some(pause) = shared.table.pause(&key, shared.table.now()) {
+                        shared.wait_out(pause).await?;
+                    }
+                    // The fleet's slot comes next: a request waits for its turn here only once
+                    // it may go as far as the fleet is concerned, so that the pace learned here
+                    // reads when requests really leave.
                     shared.take_shared_slot(slot).await;
                     shared
                         .table

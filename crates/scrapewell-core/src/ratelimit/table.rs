@@ -476,6 +476,13 @@ impl HostTable {
         })
     }
 
+    /// The pause the host's server asked for, while it holds.
+    pub(crate) fn pause(&self, key: &HostKey, now: u64) -> Option<Pause> {
+        self.with_host(key, now, |state, _| {
+            (state.paused_until > now).then(|| state.pause(now))
+        })
+    }
+
     /// A request that waited for its slot leaves now, which `departure` records (`Err`: what
     /// holds it back). It waits on while the host is paused (a pause that began while it
     /// waited), and a request whose slot was given (at `paced_at`) under a pace cut since then

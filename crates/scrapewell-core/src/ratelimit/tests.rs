@@ -1187,3 +1187,33 @@ async fn a_store_keeps_each_host_under_the_name_the_layer_keys_it_by() {
         ["a.test:80", "a.test:80", "b.test:443", "example.co.uk"]
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_paused_host_is_waited_out_or_failed_before_a_fleet_slot_is_taken() {
+    let store = Arc::new(MemoryStore::default());
+    let log = Log::default();
+    let service = RateLimitLayer::new(table())
+        .default_quota(per_second(10))
+        .jitter(0.0)
+        .fail_paused_longer_than(Duration::from_secs(60))
+        .shared_quotas(store.clone())
+        .layer(server(log.clone(), |n, host| match (host, n) {
+            ("a.test", 1) => status(429, &[("retry-after", "86400")]),
+            ("b.test", 1) => status(429, &[("retry-after", "5")]),
+            _ => ok(),
+        }));
+    let send = |url: &str| service.clone().oneshot(get(url));
+    send("http://a.test/1").await.unwrap();
+    let started = Instant::now();
+    let error = send("http://a.test/2")
+        .await
+        .expect_err("the host is paused for a day");
+    assert!(error.is::<HostPaused>(), "{error}");
+    assert_eq!(Instant::now(), started, "it failed at once");
+    send("http://b.test/1").await.unwrap();
+    let asked = Instant::now();
+    send("http://b.test/2").await.unwrap();
+    assert_eq!(Instant::now() - asked, Duration::from_secs(5));
+    // A slot for each request sent; none for the one that failed, nor taken before the wait.
+    assert_eq!(store.asked(), ["a.test:80", "b.test:80", "b.test:80"]);
+}
