@@ -47,6 +47,19 @@ impl Redis {
     fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.port)
     }
+
+    /// How long `key` has left to live, by `redis-cli` (installed with the server): below zero
+    /// for a key that does not expire or does not exist.
+    fn milliseconds_left(&self, key: &str) -> i64 {
+        let output = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string(), "PTTL", key])
+            .output()
+            .expect("run redis-cli");
+        String::from_utf8_lossy(&output.stdout)
+            .trim()
+            .parse()
+            .expect("PTTL answers a number")
+    }
 }
 
 impl Drop for Redis {
@@ -130,6 +143,9 @@ async fn the_script_hands_out_slots_one_interval_apart_after_the_burst() {
             .expect("reserve"),
         Duration::ZERO
     );
+    // A host's key lasts a second past the last slot taken (400 ms ahead), then goes.
+    let kept = redis.milliseconds_left("scrapewell:quota:one.test:80");
+    assert!((1_000..=1_400).contains(&kept), "{kept} ms");
 }
 
 /// A free port on loopback for a mock server of the test's own.
