@@ -256,3 +256,15 @@ async fn a_redis_that_never_answers_holds_a_request_back_no_longer_than_the_time
         "{took:?}"
     );
 }
+
+#[test]
+fn a_store_url_that_is_not_redis_is_an_error_and_its_password_is_not_echoed() {
+    for url in [
+        "not a url",
+        "http://127.0.0.1:6379/",
+        "redis://:PASSWORD@127.0.0.1:notaport/",
+    ] {
+        let error = RedisQuotaStore::open(url).expect_err(url).to_string();
+        assert!(!error.contains("PASSWORD"), "{error}");
+    }
+}
