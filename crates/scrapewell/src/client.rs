@@ -459,8 +459,7 @@ impl ClientBuilder {
     /// fleet, on other machines): each request to a host with a limit takes a slot of that limit
     /// in the store before it goes, so that ten workers limited to 10 requests a second send 10
     /// between them, not 100. While the store cannot answer, each client keeps to the limits
-    /// alone, and a warning says so. See `RedisQuotaStore` (feature
-    /// `redis`).
+    /// alone, and a warning says so. See `RedisQuotaStore` (feature `redis`).
     ///
     /// # Example
     ///
