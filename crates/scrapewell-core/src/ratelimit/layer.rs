@@ -297,15 +297,40 @@ impl Limiter {
     }
 }
 
+/// The host a request belongs to, as the layer groups hosts: a host and port stay apart, so that
+/// the common case is keyed without building a string.
+pub(crate) enum HostName<'a> {
+    HostAndPort(&'a str, u16),
+    Named(String),
+}
+
+impl HostName<'_> {
+    /// The host's key in the table.
+    pub(crate) fn key(&self) -> HostKey {
+        match self {
+            HostName::HostAndPort(host, port) => HostKey::of(host, *port),
+            HostName::Named(name) => HostKey::new(name),
+        }
+    }
+
+    /// The name spelled out, as a shared store keeps the host's quota under it.
+    fn spelled(self) -> String {
+        match self {
+            HostName::HostAndPort(host, port) => format!("{}:{port}", host.to_ascii_lowercase()),
+            HostName::Named(name) => name,
+        }
+    }
+}
+
 impl Shared {
     /// The host a request belongs to and the quota that applies; `None` for a URI without a
     /// host, or one the key function leaves out.
-    pub(crate) fn route(&self, uri: &Uri) -> Option<(HostKey, Option<&Arc<Limiter>>)> {
+    pub(crate) fn locate<'u>(&self, uri: &'u Uri) -> Option<(HostName<'u>, Option<&Arc<Limiter>>)> {
         let (host, port) = host_and_port(uri)?;
-        let key = match &self.key_by {
-            KeyBy::HostAndPort => HostKey::of(host, port),
-            KeyBy::RegistrableDomain => HostKey::new(&registrable_domain(host)),
-            KeyBy::Custom(key_of) => HostKey::new(&key_of(uri)?),
+        let name = match &self.key_by {
+            KeyBy::HostAndPort => HostName::HostAndPort(host, port),
+            KeyBy::RegistrableDomain => HostName::Named(registrable_domain(host)),
+            KeyBy::Custom(key_of) => HostName::Named(key_of(uri)?),
         };
         let limiter = self
             .rules
@@ -313,28 +338,27 @@ impl Shared {
             .find(|(pattern, _)| pattern.matches(host, port))
             .map(|(_, limiter)| limiter)
             .or(self.default.as_ref());
-        Some((key, limiter))
+        Some((name, limiter))
     }
 
-    /// Where a request's quota is shared, when it is, and the name the store keeps it under:
-    /// the host as the layer keys it, spelled out.
+    /// The key of the host a request belongs to and the quota that applies (see
+    /// [`Shared::locate`]).
+    pub(crate) fn route(&self, uri: &Uri) -> Option<(HostKey, Option<&Arc<Limiter>>)> {
+        self.locate(uri)
+            .map(|(name, limiter)| (name.key(), limiter))
+    }
+
+    /// Where the quota of the host `name` is shared, when it is.
     pub(crate) fn shared_slot(
         &self,
-        uri: &Uri,
+        name: HostName<'_>,
         limiter: Option<&Arc<Limiter>>,
     ) -> Option<SharedSlot> {
         let store = self.store.as_ref()?;
-        let quota = limiter?.shared();
-        let (host, port) = host_and_port(uri)?;
-        let host = match &self.key_by {
-            KeyBy::HostAndPort => format!("{}:{port}", host.to_ascii_lowercase()),
-            KeyBy::RegistrableDomain => registrable_domain(host),
-            KeyBy::Custom(key_of) => key_of(uri)?,
-        };
         Some(SharedSlot {
             store: Arc::clone(store),
-            host,
-            quota,
+            quota: limiter?.shared(),
+            host: name.spelled(),
         })
     }
 }

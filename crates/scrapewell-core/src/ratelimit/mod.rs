@@ -153,23 +153,24 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        let Some((key, limiter)) = self.shared.route(request.uri()) else {
+        let Some((name, limiter)) = self.shared.locate(request.uri()) else {
             return ResponseFuture::called(self.inner.call(request), None);
         };
+        let key = name.key();
         let table = &self.shared.table;
-        let start = match self.shared.shared_slot(request.uri(), limiter) {
+        let quota = limiter.map(|l| &**l);
+        let start = match self.shared.shared_slot(name, limiter) {
             Some(slot) => Start::SharedSlot(slot),
             // The common case, a host with room now, is settled here with one reading of the
             // clock and one look at the host's state; only a request that has to wait gets a
             // task.
-            None => match table.admit(&key, table.now(), limiter.map(|l| &**l)) {
+            None => match table.admit(&key, table.now(), quota) {
                 Admission::Admitted {
                     slot,
                     wait,
                     after_pause,
                 } if wait.is_zero() => {
-                    let turn =
-                        Turn::new(&self.shared, key, slot, after_pause, limiter.map(|l| &**l));
+                    let turn = Turn::new(&self.shared, key, slot, after_pause, quota);
                     return ResponseFuture::called(self.inner.call(request), Some(turn));
                 }
                 first => Start::Looked(first),
