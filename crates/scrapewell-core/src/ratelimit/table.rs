@@ -434,8 +434,8 @@ impl HostTable {
     /// admitted request is counted in flight and takes the next slot in the learned pace.
     pub(crate) fn admit(&self, key: &HostKey, now: u64, quota: Option<&Limiter>) -> Admission {
         self.with_host(key, now, |state, settings| {
-            if state.paused_until > now {
-                return Admission::Paused(state.pause(now));
+            if let Some(pause) = state.pause(now) {
+                return Admission::Paused(pause);
             }
             if state.in_flight >= state.window(settings) {
                 let released = state.released.get_or_insert_with(Arc::default);
@@ -478,9 +478,7 @@ impl HostTable {
 
     /// The pause the host's server asked for, while it holds.
     pub(crate) fn pause(&self, key: &HostKey, now: u64) -> Option<Pause> {
-        self.with_host(key, now, |state, _| {
-            (state.paused_until > now).then(|| state.pause(now))
-        })
+        self.with_host(key, now, |state, _| state.pause(now))
     }
 
     /// A request that waited for its slot leaves now, which `departure` records (`Err`: what
@@ -500,8 +498,8 @@ impl HostTable {
     ) -> Result<(), Hold> {
         let now = self.now();
         self.with_host(key, now, |state, _| {
-            if state.paused_until > now {
-                return Err(Hold::Paused(state.pause(now)));
+            if let Some(pause) = state.pause(now) {
+                return Err(Hold::Paused(pause));
             }
             let interval = state.interval(now);
             // Before it takes a new slot below, which would hide that none was given since.
@@ -964,14 +962,14 @@ impl HostState {
             .max(now.saturating_add(asked.min(max_pause)));
     }
 
-    /// The pause in force at `now`, which is before `paused_until`.
-    fn pause(&self, now: u64) -> Pause {
-        Pause {
+    /// The pause in force at `now`, if any.
+    fn pause(&self, now: u64) -> Option<Pause> {
+        (self.paused_until > now).then(|| Pause {
             wait: Duration::from_nanos(self.paused_until - now),
             asked: Duration::from_nanos(self.asked_until.saturating_sub(now)),
             status: http::StatusCode::from_u16(self.paused_by)
                 .unwrap_or(http::StatusCode::SERVICE_UNAVAILABLE),
-        }
+        })
     }
 }
 
