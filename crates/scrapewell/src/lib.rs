@@ -44,6 +44,7 @@ mod block;
 mod body;
 mod client;
 mod error;
+mod origins;
 mod request;
 mod response;
 mod transport;

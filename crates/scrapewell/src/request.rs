@@ -22,6 +22,7 @@ use url::Url;
 
 use crate::block::{AfterBlock, WhileCooling};
 use crate::client::{Stack, StackFuture};
+use crate::origins;
 use crate::transport::{Outgoing, ReadMode};
 use crate::{Body, Client, Error, Response};
 
@@ -80,7 +81,7 @@ impl IntoUrl for Url {
 
 impl IntoUrl for &str {
     fn into_url(self) -> Result<Url, Error> {
-        Url::parse(self)
+        origins::parse(self)
             .map_err(|e| Error::invalid(format!("invalid URL: {e}")))?
             .into_url()
     }

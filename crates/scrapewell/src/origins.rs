@@ -1,0 +1,262 @@
+//! URL parsing that reuses the origins a thread parsed last.
+//!
+//! A scraper sends most of its requests to a few sites, and reading the scheme and the host is
+//! most of what `Url::parse` does: for an address such as `127.0.0.1`, two thirds, since the host
+//! goes through IDNA before it is read as one. A URL that starts with an origin parsed lately
+//! (`http://127.0.0.1:8080` then `/` and a path that does not start with another slash) has only
+//! its path, query and fragment parsed, against that origin, by the url crate's own parsing of
+//! relative references. The URL Standard defines that to give the URL parsing the whole string
+//! gives; `the_same_urls_as_url_parse` checks it on inputs made to tell them apart.
+
+use std::cell::RefCell;
+
+use url::{Position, Url};
+
+/// How many origins a thread keeps; a request's URL is compared with each.
+const KEPT: usize = 4;
+
+thread_local! {
+    static RECENT: RefCell<Recent> = const {
+        RefCell::new(Recent {
+            origins: [const { None }; KEPT],
+            next: 0,
+        })
+    };
+}
+
+/// The origins a thread parsed last, oldest replaced first.
+struct Recent {
+    origins: [Option<Origin>; KEPT],
+    next: usize,
+}
+
+/// An origin, as a URL whose path is `/`, and the length of what comes before that path.
+struct Origin {
+    url: Url,
+    len: usize,
+}
+
+impl Origin {
+    /// The origin of `url`, when `input` (what parsed to it) spells it as the URL serializes it.
+    /// URLs with a user name or password are not kept: that would hold credentials in memory
+    /// after the request that carried them is gone.
+    fn of(input: &str, url: &Url) -> Option<Origin> {
+        if !url.username().is_empty() || url.password().is_some() || !url.has_host() {
+            return None;
+        }
+        let len = url[..Position::BeforePath].len();
+        path_after(input, &url.as_str()[..len])?;
+        let mut origin = url.clone();
+        origin.set_query(None);
+        origin.set_fragment(None);
+        origin.set_path("/");
+        Some(Origin { url: origin, len })
+    }
+
+    fn prefix(&self) -> &str {
+        &self.url.as_str()[..self.len]
+    }
+}
+
+/// The rest of `input` after `prefix`, when that rest is a path that can be parsed alone: it
+/// starts with exactly one slash, and it has no tab or newline, which the parser removes and
+/// which could otherwise join two slashes into the start of another host.
+fn path_after<'a>(input: &'a str, prefix: &str) -> Option<&'a str> {
+    let rest = input.strip_prefix(prefix)?;
+    let bytes = rest.as_bytes();
+    let one_slash = bytes.first() == Some(&b'/') && !matches!(bytes.get(1), Some(b'/' | b'\\'));
+    let unbroken = !bytes.iter().any(|b| matches!(b, b'\t' | b'\n' | b'\r'));
+    (one_slash && unbroken).then_some(rest)
+}
+
+/// `Url::parse(input)`, reading an origin this thread parsed lately only once.
+pub(crate) fn parse(input: &str) -> Result<Url, url::ParseError> {
+    RECENT.with(|recent| {
+        let mut recent = recent.borrow_mut();
+        for origin in recent.origins.iter().flatten() {
+            if let Some(path) = path_after(input, origin.prefix()) {
+                // A path parsed against its origin does not fail; if it ever did, the whole
+                // string is parsed, for the error `Url::parse` gives.
+                if let Ok(url) = Url::options().base_url(Some(&origin.url)).parse(path) {
+                    return Ok(url);
+                }
+            }
+        }
+        let url = Url::parse(input)?;
+        if let Some(origin) = Origin::of(input, &url) {
+            let slot = recent.next;
+            recent.origins[slot] = Some(origin);
+            recent.next = (slot + 1) % KEPT;
+        }
+        Ok(url)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Inputs where parsing a path alone could differ from parsing the whole URL.
+    const TRICKY: &[&str] = &[
+        "/",
+        "/a/b?c=d#e",
+        "//evil.example/x",
+        "/\\evil.example/x",
+        "/\t/evil.example/x",
+        "/\n/evil.example/x",
+        "/a\r\nb",
+        "/../../etc/passwd",
+        "/a/./b/../../c",
+        "/%2e%2e/x",
+        "/.%2E/x",
+        "/a b?c d#e f",
+        "/ä?ö=ü#ß",
+        "/%zz/%",
+        "/x?a=1&b=%20&c=\u{1F600}",
+        "/x ",
+        "/x?q \u{0}",
+        "/#",
+        "/?",
+        "/a\\b\\..\\c",
+        "/C:/windows",
+        "/@evil.example",
+        "/:80",
+    ];
+
+    const ORIGINS: &[&str] = &[
+        "http://127.0.0.1:8080",
+        "https://www.example.com",
+        "http://[::1]:3000",
+        "https://xn--bcher-kva.example",
+        "http://example.com",
+    ];
+
+    /// Another spelling of an origin: parsed whole every time, and never kept.
+    const SPELLED_OTHERWISE: &[&str] = &[
+        "HTTP://WWW.Example.com/a",
+        "http://example.com:80/a",
+        "https://bücher.example/a",
+        "http://user:secret@example.com/a",
+        "http:example.com/a",
+        "  http://example.com/a",
+        "http://example.com?only=query",
+        "http://example.com#only-fragment",
+        "http://example.com",
+        "mailto:someone@example.com",
+        "http://",
+        "not a url",
+    ];
+
+    /// Compared by `Debug`, which shows every part the URL reads from its serialization, where
+    /// `==` compares the serialization alone.
+    fn assert_as_url_parse(input: &str) {
+        assert_eq!(
+            format!("{:?}", parse(input)),
+            format!("{:?}", Url::parse(input)),
+            "{input:?} parsed otherwise than by Url::parse"
+        );
+    }
+
+    fn every_input() -> Vec<String> {
+        let mut inputs: Vec<String> = SPELLED_OTHERWISE.iter().map(|s| s.to_string()).collect();
+        for origin in ORIGINS {
+            inputs.extend(TRICKY.iter().map(|rest| format!("{origin}{rest}")));
+        }
+        inputs
+    }
+
+    #[test]
+    fn the_same_urls_as_url_parse() {
+        // Twice: first with no origin kept, then with each one kept.
+        for _ in 0..2 {
+            for input in every_input() {
+                assert_as_url_parse(&input);
+            }
+        }
+    }
+
+    #[test]
+    fn the_same_urls_as_url_parse_for_random_paths() {
+        const PIECES: &[&str] = &[
+            "/",
+            "//",
+            "\\",
+            ".",
+            "..",
+            "%",
+            "%2e",
+            "%2F",
+            "?",
+            "#",
+            "&",
+            "=",
+            " ",
+            "\t",
+            "\n",
+            "@",
+            ":",
+            "a",
+            "Z",
+            "ä",
+            "\u{1F600}",
+            "[",
+            "]",
+            "|",
+            "^",
+            "`",
+            "{",
+            "}",
+            "\u{0}",
+        ];
+        let mut rng = fastrand::Rng::with_seed(7);
+        for _ in 0..20_000 {
+            let origin = ORIGINS[rng.usize(..ORIGINS.len())];
+            let mut input = format!("{origin}/");
+            for _ in 0..rng.usize(0..8) {
+                input.push_str(PIECES[rng.usize(..PIECES.len())]);
+            }
+            assert_as_url_parse(&input);
+        }
+    }
+
+    #[test]
+    fn an_origin_spelled_otherwise_is_not_kept() {
+        for input in SPELLED_OTHERWISE {
+            let url = Url::parse(input);
+            let origin = url.ok().and_then(|url| Origin::of(input, &url));
+            assert!(origin.is_none(), "{input:?} was kept");
+        }
+    }
+
+    #[test]
+    fn an_origin_is_kept_without_its_path_or_query() {
+        let input = "https://www.example.com/private/page?token=secret#part";
+        let url = Url::parse(input).unwrap();
+        let origin = Origin::of(input, &url).expect("kept");
+        assert_eq!(origin.url.as_str(), "https://www.example.com/");
+        assert_eq!(origin.prefix(), "https://www.example.com");
+    }
+
+    #[test]
+    fn origins_are_replaced_oldest_first() {
+        let origin = |i: usize| format!("http://host{i}.example");
+        for i in 0..=KEPT {
+            parse(&format!("{}/page", origin(i))).unwrap();
+        }
+        RECENT.with(|recent| {
+            let recent = recent.borrow();
+            let kept: Vec<&str> = recent
+                .origins
+                .iter()
+                .flatten()
+                .map(Origin::prefix)
+                .collect();
+            let expected: Vec<String> = (1..=KEPT).map(origin).collect();
+            assert_eq!(kept.len(), KEPT);
+            assert!(
+                expected.iter().all(|o| kept.contains(&o.as_str())),
+                "{kept:?}"
+            );
+        });
+    }
+}
