@@ -7,9 +7,14 @@
 //! its path, query and fragment parsed, against that origin, by the url crate's own parsing of
 //! relative references. The URL Standard defines that to give the URL parsing the whole string
 //! gives; `the_same_urls_as_url_parse` checks it on inputs made to tell them apart.
+//!
+//! An origin is kept the second time it is met among a thread's last few new ones: a crawler
+//! that spreads its requests over many sites would otherwise pay for keeping an origin on every
+//! request, and never reuse it.
 
 use std::cell::RefCell;
 
+use scrapewell_core::ratelimit::HostKey;
 use url::{Position, Url};
 
 /// How many origins a thread keeps; a request's URL is compared with each.
@@ -20,14 +25,56 @@ thread_local! {
         RefCell::new(Recent {
             origins: [const { None }; KEPT],
             next: 0,
+            met: [None; KEPT],
+            next_met: 0,
         })
     };
 }
 
-/// The origins a thread parsed last, oldest replaced first.
+/// The origins a thread parsed last, oldest replaced first, and the hosts of the last new ones
+/// it met.
 struct Recent {
     origins: [Option<Origin>; KEPT],
     next: usize,
+    met: [Option<HostKey>; KEPT],
+    next_met: usize,
+}
+
+impl Recent {
+    /// Keeps the origin of `url` (what `input` parsed to) if it was met lately; otherwise notes
+    /// that it was met. Origins are told apart by host and port alone, which costs a fraction of
+    /// hashing the whole origin: a scheme that collides only has its origin kept one meeting
+    /// early.
+    fn meet(&mut self, input: &str, url: &Url) {
+        let Some((host, port)) = keepable(input, url) else {
+            return;
+        };
+        let key = Some(HostKey::of(host, port));
+        if !self.met.contains(&key) {
+            self.met[self.next_met] = key;
+            self.next_met = (self.next_met + 1) % KEPT;
+            return;
+        }
+        let mut origin = url.clone();
+        origin.set_query(None);
+        origin.set_fragment(None);
+        origin.set_path("/");
+        let len = url[..Position::BeforePath].len();
+        self.origins[self.next] = Some(Origin { url: origin, len });
+        self.next = (self.next + 1) % KEPT;
+    }
+}
+
+/// The host and port of `url` when its origin can be kept: `input` (what parsed to it) spells
+/// the origin as the URL serializes it, and it has no user name or password, which would stay
+/// in memory after the request that carried them is gone.
+fn keepable<'u>(input: &str, url: &'u Url) -> Option<(&'u str, u16)> {
+    if !url.username().is_empty() || url.password().is_some() {
+        return None;
+    }
+    let rest = input.strip_prefix(&url[..Position::BeforePath])?;
+    rest.starts_with('/')
+        .then_some((url.host_str()?, url.port_or_known_default()?))
 }
 
 /// An origin, as a URL whose path is `/`, and the length of what comes before that path.
@@ -37,22 +84,6 @@ struct Origin {
 }
 
 impl Origin {
-    /// The origin of `url`, when `input` (what parsed to it) spells it as the URL serializes it.
-    /// URLs with a user name or password are not kept: that would hold credentials in memory
-    /// after the request that carried them is gone.
-    fn of(input: &str, url: &Url) -> Option<Origin> {
-        if !url.username().is_empty() || url.password().is_some() || !url.has_host() {
-            return None;
-        }
-        let len = url[..Position::BeforePath].len();
-        path_after(input, &url.as_str()[..len])?;
-        let mut origin = url.clone();
-        origin.set_query(None);
-        origin.set_fragment(None);
-        origin.set_path("/");
-        Some(Origin { url: origin, len })
-    }
-
     fn prefix(&self) -> &str {
         &self.url.as_str()[..self.len]
     }
@@ -83,11 +114,7 @@ pub(crate) fn parse(input: &str) -> Result<Url, url::ParseError> {
             }
         }
         let url = Url::parse(input)?;
-        if let Some(origin) = Origin::of(input, &url) {
-            let slot = recent.next;
-            recent.origins[slot] = Some(origin);
-            recent.next = (slot + 1) % KEPT;
-        }
+        recent.meet(input, &url);
         Ok(url)
     })
 }
@@ -222,19 +249,51 @@ mod tests {
     #[test]
     fn an_origin_spelled_otherwise_is_not_kept() {
         for input in SPELLED_OTHERWISE {
-            let url = Url::parse(input);
-            let origin = url.ok().and_then(|url| Origin::of(input, &url));
-            assert!(origin.is_none(), "{input:?} was kept");
+            if let Ok(url) = Url::parse(input) {
+                assert!(keepable(input, &url).is_none(), "{input:?} would be kept");
+            }
         }
     }
 
     #[test]
     fn an_origin_is_kept_without_its_path_or_query() {
         let input = "https://www.example.com/private/page?token=secret#part";
-        let url = Url::parse(input).unwrap();
-        let origin = Origin::of(input, &url).expect("kept");
-        assert_eq!(origin.url.as_str(), "https://www.example.com/");
-        assert_eq!(origin.prefix(), "https://www.example.com");
+        parse(input).unwrap();
+        parse(input).unwrap();
+        RECENT.with(|recent| {
+            let recent = recent.borrow();
+            let origin = recent.origins.iter().flatten().next().expect("kept");
+            assert_eq!(origin.url.as_str(), "https://www.example.com/");
+            assert_eq!(origin.prefix(), "https://www.example.com");
+        });
+    }
+
+    fn kept() -> Vec<String> {
+        RECENT.with(|recent| {
+            let recent = recent.borrow();
+            recent
+                .origins
+                .iter()
+                .flatten()
+                .map(|o| o.prefix().to_owned())
+                .collect()
+        })
+    }
+
+    #[test]
+    fn an_origin_is_kept_when_met_again_among_the_last_new_ones() {
+        let origin = |i: usize| format!("http://host{i}.example");
+        let meet = |i: usize| parse(&format!("{}/page", origin(i))).unwrap();
+        meet(0);
+        assert!(kept().is_empty(), "kept the first time: {:?}", kept());
+        meet(0);
+        assert_eq!(kept(), [origin(0)]);
+        // Met again only after as many other new ones as are remembered: not kept.
+        for i in 1..=KEPT + 1 {
+            meet(i);
+        }
+        meet(1);
+        assert_eq!(kept(), [origin(0)]);
     }
 
     #[test]
@@ -242,21 +301,10 @@ mod tests {
         let origin = |i: usize| format!("http://host{i}.example");
         for i in 0..=KEPT {
             parse(&format!("{}/page", origin(i))).unwrap();
+            parse(&format!("{}/page", origin(i))).unwrap();
         }
-        RECENT.with(|recent| {
-            let recent = recent.borrow();
-            let kept: Vec<&str> = recent
-                .origins
-                .iter()
-                .flatten()
-                .map(Origin::prefix)
-                .collect();
-            let expected: Vec<String> = (1..=KEPT).map(origin).collect();
-            assert_eq!(kept.len(), KEPT);
-            assert!(
-                expected.iter().all(|o| kept.contains(&o.as_str())),
-                "{kept:?}"
-            );
-        });
+        let kept = kept();
+        assert_eq!(kept.len(), KEPT);
+        assert!((1..=KEPT).all(|i| kept.contains(&origin(i))), "{kept:?}");
     }
 }
