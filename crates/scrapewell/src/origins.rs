@@ -44,11 +44,16 @@ impl Recent {
     /// Keeps the origin of `url` (what `input` parsed to) if it was met lately; otherwise notes
     /// that it was met. Origins are told apart by host and port alone, which costs a fraction of
     /// hashing the whole origin: a scheme that collides only has its origin kept one meeting
-    /// early.
+    /// early. A kept origin meets a URL here too, when its path cannot be parsed alone (`//`),
+    /// and is not kept twice.
     fn meet(&mut self, input: &str, url: &Url) {
         let Some((host, port)) = keepable(input, url) else {
             return;
         };
+        let prefix = &url[..Position::BeforePath];
+        if self.origins.iter().flatten().any(|o| o.prefix() == prefix) {
+            return;
+        }
         let key = Some(HostKey::of(host, port));
         if !self.met.contains(&key) {
             self.met[self.next_met] = key;
@@ -59,7 +64,7 @@ impl Recent {
         origin.set_query(None);
         origin.set_fragment(None);
         origin.set_path("/");
-        let len = url[..Position::BeforePath].len();
+        let len = prefix.len();
         self.origins[self.next] = Some(Origin { url: origin, len });
         self.next = (self.next + 1) % KEPT;
     }
@@ -294,6 +299,16 @@ mod tests {
         }
         meet(1);
         assert_eq!(kept(), [origin(0)]);
+    }
+
+    #[test]
+    fn an_origin_is_kept_once() {
+        for _ in 0..3 {
+            parse("http://example.com/a").unwrap();
+            // Its path starts like another host's: parsed whole, and it meets the origin again.
+            parse("http://example.com//a").unwrap();
+        }
+        assert_eq!(kept(), ["http://example.com"]);
     }
 
     #[test]
