@@ -490,6 +490,30 @@ async fn a_write_answered_with_303_is_read_with_a_get_through_further_redirects(
 }
 
 #[tokio::test]
+async fn a_response_has_the_url_it_came_from_without_a_fragment() {
+    let server = MockServer::start().await.unwrap();
+    let client = fast_client().build().unwrap();
+    let plain = client.get(server.url("/echo?a=1")).send().await.unwrap();
+    assert_eq!(plain.url().as_str(), server.url("/echo?a=1"));
+
+    // The fragment is not sent, and the response's URL has none.
+    let with_fragment = client
+        .get(server.url("/echo?a=1#part"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(with_fragment.url().as_str(), server.url("/echo?a=1"));
+
+    let redirected = client
+        .get(server.url("/redirect?status=302&to=/echo%3Fb%3D2%23there"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(redirected.status(), 200);
+    assert_eq!(redirected.url().as_str(), server.url("/echo?b=2"));
+}
+
+#[tokio::test]
 async fn the_key_never_follows_a_redirect_to_another_origin() {
     let origin = MockServer::start().await.unwrap();
     let other = MockServer::start().await.unwrap();

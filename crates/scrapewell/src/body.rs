@@ -140,7 +140,7 @@ impl fmt::Debug for Body {
 #[derive(Debug)]
 pub(crate) struct ResponseBody {
     pub(crate) data: BodyData,
-    pub(crate) url: url::Url,
+    pub(crate) url: std::sync::Arc<url::Url>,
 }
 
 /// Whole, or (in streaming mode) still arriving.

@@ -3,6 +3,7 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -377,7 +378,7 @@ impl RequestBuilder {
             .map_err(|e| Error::invalid(format!("invalid URL: {e}")))?;
         let mut request = http::Request::new(Outgoing {
             body,
-            url,
+            url: Arc::new(url),
             proxy: None,
         });
         *request.method_mut() = method;
