@@ -11,6 +11,8 @@ use http::header::COOKIE;
 use scrapewell_core::block::{BlockVerdict, CoolDowns, CoolingDown};
 use scrapewell_core::ratelimit::HostKey;
 
+use url::Url;
+
 use crate::transport::{Outgoing, ProxyUrl};
 
 /// Who the client appears to be to a host: headers (a `User-Agent`, a session `Cookie`, a
@@ -199,6 +201,13 @@ impl Blocking {
         self.cool_downs.check(host)
     }
 
+    /// Whether a request to `url` must go the guarded way: its host is cooling down, or the
+    /// client rotates identities. The host's key is worked out only when some host is cooling.
+    pub(crate) fn guards(&self, url: &Url) -> bool {
+        self.rotate.is_some()
+            || (!self.cool_downs.is_empty() && self.cooling(&host_key(url)).is_some())
+    }
+
     /// The identity requests to `host` go with now, if one was handed out; it is applied to
     /// `request`.
     pub(crate) fn apply_current(
@@ -295,4 +304,12 @@ impl fmt::Debug for Blocking {
             .field("rotates", &self.rotate.is_some())
             .finish_non_exhaustive()
     }
+}
+
+/// The key a host cools down under: its host and port, as the rate limiter keys it.
+pub(crate) fn host_key(url: &Url) -> HostKey {
+    HostKey::of(
+        url.host_str().unwrap_or_default(),
+        url.port_or_known_default().unwrap_or_default(),
+    )
 }

@@ -11,7 +11,6 @@ use futures_util::future::BoxFuture;
 use http::header::{CONTENT_TYPE, IF_MATCH, IF_NONE_MATCH};
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use scrapewell_core::idempotency::{KeyFormat, WithoutKey};
-use scrapewell_core::ratelimit::HostKey;
 use scrapewell_core::retry::{Attempts, ReceiveBlocked, RetryError, RetryOverrides, VersionInBody};
 use scrapewell_core::timeout::AttemptTimeoutOverride;
 use scrapewell_core::try_clone_request;
@@ -21,7 +20,7 @@ use tracing::Instrument;
 use tracing::instrument::Instrumented;
 use url::Url;
 
-use crate::block::{AfterBlock, WhileCooling};
+use crate::block::{AfterBlock, WhileCooling, host_key};
 use crate::client::{Stack, StackFuture};
 use crate::origins;
 use crate::transport::{Outgoing, ReadMode};
@@ -323,22 +322,16 @@ impl RequestBuilder {
                     host = %request.uri().host().unwrap_or_default(),
                     path = %LoggedTarget(&request.body().url),
                 );
-                let url = &request.body().url;
-                let host = HostKey::of(
-                    url.host_str().unwrap_or_default(),
-                    url.port_or_known_default().unwrap_or_default(),
-                );
-                let blocking = client.blocking();
-                let cooling = blocking.cooling(&host);
-                if cooling.is_some() || blocking.rotator().is_some() {
-                    let send = guarded(client.clone(), stack, request, host, max_body);
+                if client.blocking().guards(&request.body().url) {
+                    let send = guarded(client.clone(), stack, request, max_body);
                     PendingState::Guarded(Box::pin(send.instrument(span)))
                 } else {
+                    let url = Arc::clone(&request.body().url);
                     PendingState::Sending {
                         future: Box::pin(stack.call(request).instrument(span)),
                         max_body,
                         client,
-                        host,
+                        url,
                     }
                 }
             }
@@ -456,7 +449,8 @@ enum PendingState {
         future: Pin<Box<Instrumented<StackFuture>>>,
         max_body: u64,
         client: Client,
-        host: HostKey,
+        /// Where it goes: the host cools down under this URL's key if the request is blocked.
+        url: Arc<Url>,
     },
     /// A host cooling down, or a client that rotates identities after blocks.
     Guarded(BoxFuture<'static, Result<Response, Error>>),
@@ -469,10 +463,10 @@ async fn guarded(
     client: Client,
     mut stack: Stack,
     mut request: http::Request<Outgoing>,
-    host: HostKey,
     max_body: u64,
 ) -> Result<Response, Error> {
     let blocking = client.blocking();
+    let host = host_key(&request.body().url);
     while let Some(cooling) = blocking.cooling(&host) {
         match blocking.while_cooling {
             WhileCooling::FailFast => {
@@ -536,14 +530,14 @@ impl Future for Pending {
                 future,
                 max_body,
                 client,
-                host,
+                url,
             } => match future.as_mut().poll(cx) {
                 Poll::Ready(Ok(response)) => {
                     Poll::Ready(Ok(Response::from_http(response, *max_body)))
                 }
                 Poll::Ready(Err(error)) => {
                     if let RetryError::Blocked { verdict, .. } = &error {
-                        client.blocking().give_up(host, verdict);
+                        client.blocking().give_up(&host_key(url), verdict);
                     }
                     Poll::Ready(Err(error.into()))
                 }

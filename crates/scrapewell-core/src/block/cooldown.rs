@@ -100,7 +100,7 @@ impl CoolDowns {
 
     /// Whether `host` is cooling down, and why.
     pub fn check(&self, host: &HostKey) -> Option<CoolingDown> {
-        if self.cooling.load(Ordering::Acquire) == 0 {
+        if self.is_empty() {
             return None;
         }
         let now = Instant::now();
@@ -126,9 +126,10 @@ impl CoolDowns {
         self.cooling.store(hosts.len(), Ordering::Release);
     }
 
-    /// Hosts kept (some may have finished cooling down and not been asked about since).
+    /// Hosts kept (some may have finished cooling down and not been asked about since). Read
+    /// without the lock: every request asks whether any host is kept.
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.cooling.load(Ordering::Acquire)
     }
 
     /// Whether no host is kept.
