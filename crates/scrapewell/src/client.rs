@@ -16,6 +16,7 @@ use scrapewell_core::timeout::{AttemptTimeout, AttemptTimeoutLayer};
 use tower::{Service, ServiceBuilder};
 
 use crate::block::{Blocking, Rotate, WhileCooling};
+use crate::request::uri_of;
 use crate::transport::{HttpSettings, Outgoing, Transport, TransportConfig};
 use crate::{Error, IntoUrl, RequestBuilder, Update};
 
@@ -155,7 +156,7 @@ impl Client {
     /// What the client has learned about the host of `url`: refusals, the pace it keeps, a
     /// pause in force, requests in flight. `None` for a host it has not seen (or forgot).
     pub fn host_stats(&self, url: impl IntoUrl) -> Option<HostStats> {
-        let uri = http::Uri::try_from(url.into_url().ok()?.as_str()).ok()?;
+        let uri = uri_of(&Arc::new(url.into_url().ok()?)).ok()?;
         self.inner.stack.get_ref().get_ref().host_stats(&uri)
     }
 }

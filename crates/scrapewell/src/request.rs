@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use http::header::{CONTENT_TYPE, IF_MATCH, IF_NONE_MATCH};
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
@@ -97,6 +98,19 @@ impl IntoUrl for &String {
     fn into_url(self) -> Result<Url, Error> {
         self.as_str().into_url()
     }
+}
+
+/// The `Uri` the layers read for `url`, over the URL's own bytes: nothing is copied, and the
+/// retry layer's copies of the request share them without first moving them to the heap, as a
+/// `Uri` parsed from a `&str` would on its first copy.
+pub(crate) fn uri_of(url: &Arc<Url>) -> Result<http::Uri, http::uri::InvalidUri> {
+    struct Serialization(Arc<Url>);
+    impl AsRef<[u8]> for Serialization {
+        fn as_ref(&self) -> &[u8] {
+            self.0.as_str().as_bytes()
+        }
+    }
+    http::Uri::from_maybe_shared(Bytes::from_owner(Serialization(Arc::clone(url))))
 }
 
 impl RequestBuilder {
@@ -366,12 +380,11 @@ impl RequestBuilder {
         if let Some(error) = error {
             return Err(error);
         }
-        let url = url?;
-        let uri = http::Uri::try_from(url.as_str())
-            .map_err(|e| Error::invalid(format!("invalid URL: {e}")))?;
+        let url = Arc::new(url?);
+        let uri = uri_of(&url).map_err(|e| Error::invalid(format!("invalid URL: {e}")))?;
         let mut request = http::Request::new(Outgoing {
             body,
-            url: Arc::new(url),
+            url,
             proxy: None,
         });
         *request.method_mut() = method;
