@@ -108,6 +108,16 @@ fn path_after<'a>(input: &'a str, prefix: &str) -> Option<&'a str> {
     (one_slash && unbroken).then_some(rest)
 }
 
+/// Appends `count` spaces, a slice at a time rather than a `char` at a time.
+fn pad(string: &mut String, mut count: usize) {
+    const SPACES: &str = "                                                                ";
+    while count > 0 {
+        let spaces = &SPACES[..count.min(SPACES.len())];
+        string.push_str(spaces);
+        count -= spaces.len();
+    }
+}
+
 /// `Url::parse(input)`, reading an origin this thread parsed lately only once.
 pub(crate) fn parse(input: &str) -> Result<Url, url::ParseError> {
     RECENT.with(|recent| {
@@ -123,7 +133,7 @@ pub(crate) fn parse(input: &str) -> Result<Url, url::ParseError> {
                 // every input, make the room.
                 padded.clear();
                 padded.push_str(path);
-                padded.extend(std::iter::repeat_n(' ', origin.len));
+                pad(padded, origin.len);
                 // A path parsed against its origin does not fail; if it ever did, the whole
                 // string is parsed, for the error `Url::parse` gives.
                 if let Ok(url) = Url::options().base_url(Some(&origin.url)).parse(padded) {
@@ -312,6 +322,15 @@ mod tests {
         }
         meet(1);
         assert_eq!(kept(), [origin(0)]);
+    }
+
+    #[test]
+    fn pad_appends_as_many_spaces_as_asked() {
+        for count in [0, 1, 63, 64, 65, 200] {
+            let mut string = String::from("/a");
+            pad(&mut string, count);
+            assert_eq!(string, format!("/a{}", " ".repeat(count)));
+        }
     }
 
     #[test]
