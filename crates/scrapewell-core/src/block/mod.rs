@@ -82,6 +82,7 @@ where
         self.inner.poll_ready(cx)
     }
 
+    #[inline(always)]
     fn call(&mut self, request: Request<ReqB>) -> Self::Future {
         let head_request = request.method() == Method::HEAD;
         ResponseFuture::new(

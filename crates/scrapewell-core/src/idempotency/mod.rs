@@ -128,6 +128,7 @@ where
         self.inner.poll_ready(cx)
     }
 
+    #[inline(always)]
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
         let config = &*self.config;
         if config.enabled

@@ -152,6 +152,7 @@ where
         self.inner.poll_ready(cx)
     }
 
+    #[inline(always)]
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let Some((name, limiter)) = self.shared.locate(request.uri()) else {
             return ResponseFuture::called(self.inner.call(request), None);

@@ -104,6 +104,7 @@ enum Next<E> {
 }
 
 impl<S, F, C, ReqB> ResponseFuture<S, F, C, ReqB> {
+    #[inline(always)]
     pub(crate) fn new(inner: S, policy: Arc<RetryPolicy<C>>, request: Request<ReqB>) -> Self {
         let limits = policy.limits(request.extensions().get::<RetryOverrides>());
         let facts = RequestFacts::of(&request);

@@ -139,6 +139,7 @@ where
         Poll::Ready(Ok(()))
     }
 
+    #[inline(always)]
     fn call(&mut self, request: Request<ReqB>) -> Self::Future {
         ResponseFuture::new(self.inner.clone(), Arc::clone(&self.policy), request)
     }

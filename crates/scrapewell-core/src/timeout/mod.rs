@@ -110,6 +110,7 @@ where
         self.inner.poll_ready(cx)
     }
 
+    #[inline(always)]
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let timeout = match request.extensions().get::<AttemptTimeoutOverride>() {
             Some(AttemptTimeoutOverride(timeout)) => *timeout,
