@@ -283,7 +283,11 @@ impl Detector {
                 }
             }
         }
-        if let Some(body) = &self.body {
+        // No body read (its window was found empty before, or there was none): nothing to scan,
+        // and the window is not worked out again.
+        if let Some(body) = &self.body
+            && !facts.body.is_empty()
+        {
             let window = self.body_window(facts.status, content_type);
             let scanned = &facts.body[..facts.body.len().min(window)];
             if !scanned.is_empty() {
