@@ -20,6 +20,10 @@ use url::{Position, Url};
 /// How many origins a thread keeps; a request's URL is compared with each.
 const KEPT: usize = 4;
 
+/// The longest URL parsed against a kept origin: longer ones are parsed whole, so that the
+/// string a thread keeps for padding (see `parse`) stays small.
+const LONGEST: usize = 2048;
+
 thread_local! {
     static RECENT: RefCell<Recent> = const {
         RefCell::new(Recent {
@@ -39,7 +43,8 @@ struct Recent {
     next: usize,
     met: [Option<HostKey>; KEPT],
     next_met: usize,
-    /// A path being parsed, padded (see `parse`): kept to be written over, not allocated anew.
+    /// A path being parsed, padded (see `parse`): kept to be written over, not allocated anew,
+    /// and emptied once parsed.
     padded: String,
 }
 
@@ -125,7 +130,7 @@ pub(crate) fn parse(input: &str) -> Result<Url, url::ParseError> {
         let Recent {
             origins, padded, ..
         } = &mut *recent;
-        for origin in origins.iter().flatten() {
+        for origin in origins.iter().flatten().filter(|_| input.len() <= LONGEST) {
             if let Some(path) = path_after(input, origin.prefix()) {
                 // The parser gives the URL it writes room for as many bytes as it was handed: a
                 // path alone, it would grow twice to fit the origin in front (two reallocations,
@@ -136,7 +141,9 @@ pub(crate) fn parse(input: &str) -> Result<Url, url::ParseError> {
                 pad(padded, origin.len);
                 // A path parsed against its origin does not fail; if it ever did, the whole
                 // string is parsed, for the error `Url::parse` gives.
-                if let Ok(url) = Url::options().base_url(Some(&origin.url)).parse(padded) {
+                let parsed = Url::options().base_url(Some(&origin.url)).parse(padded);
+                padded.clear();
+                if let Ok(url) = parsed {
                     return Ok(url);
                 }
             }
@@ -331,6 +338,28 @@ mod tests {
             pad(&mut string, count);
             assert_eq!(string, format!("/a{}", " ".repeat(count)));
         }
+    }
+
+    #[test]
+    fn a_long_url_is_parsed_whole_and_nothing_of_a_path_stays() {
+        let long = format!("http://example.com/{}?token=secret", "a".repeat(LONGEST));
+        for input in [
+            "http://example.com/a",
+            "http://example.com/a",
+            &long,
+            "http://example.com/b?token=secret",
+        ] {
+            assert_as_url_parse(input);
+        }
+        RECENT.with(|recent| {
+            let recent = recent.borrow();
+            assert!(recent.padded.is_empty());
+            assert!(
+                recent.padded.capacity() <= LONGEST + 64,
+                "{}",
+                recent.padded.capacity()
+            );
+        });
     }
 
     #[test]
