@@ -354,10 +354,9 @@ impl Shared {
         name: HostName<'_>,
         limiter: Option<&Arc<Limiter>>,
     ) -> Option<SharedSlot> {
-        let store = self.store.as_ref()?;
+        let limiter = limiter.filter(|_| self.store.is_some())?;
         Some(SharedSlot {
-            store: Arc::clone(store),
-            quota: limiter?.shared(),
+            quota: limiter.shared(),
             host: name.spelled(),
         })
     }

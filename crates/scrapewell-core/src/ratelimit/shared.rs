@@ -6,8 +6,6 @@ use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use std::sync::Arc;
-
 use super::layer::Shared;
 
 /// Where the quotas of a fleet of clients are kept, so that ten workers on ten machines share
@@ -101,9 +99,8 @@ pub enum QuotaStoreError {
     Malformed(String),
 }
 
-/// A request's place in a shared quota: the store, the host's name there, and the quota.
+/// A request's place in a shared quota: the host's name in the layer's store, and the quota.
 pub(crate) struct SharedSlot {
-    pub(crate) store: Arc<dyn QuotaStore>,
     pub(crate) host: String,
     pub(crate) quota: SharedQuota,
 }
@@ -113,7 +110,11 @@ impl Shared {
     /// go on, paced by this client's quota alone: the first failure after an answer is a
     /// warning, the next ones are not repeated.
     pub(crate) async fn take_shared_slot(&self, slot: SharedSlot) {
-        let SharedSlot { store, host, quota } = slot;
+        // A slot is only made for a layer with a store (`Shared::shared_slot`).
+        let Some(store) = &self.store else {
+            return;
+        };
+        let SharedSlot { host, quota } = slot;
         let host = host.as_str();
         match store.reserve(host, quota).await {
             Ok(wait) => {
