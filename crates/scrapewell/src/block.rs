@@ -10,7 +10,6 @@ use http::HeaderMap;
 use http::header::COOKIE;
 use scrapewell_core::block::{BlockVerdict, CoolDowns, CoolingDown};
 use scrapewell_core::ratelimit::HostKey;
-
 use url::Url;
 
 use crate::transport::{Outgoing, ProxyUrl};
