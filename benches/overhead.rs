@@ -14,7 +14,13 @@
 //!
 //! `--callgrind CLIENT --requests N` runs N requests at concurrency 1 with one client and exits,
 //! for `valgrind --tool=callgrind` to count (or `perf record` to sample; `--concurrency C` for
-//! another concurrency).
+//! another concurrency). There the server answers each request 5 ms after it arrives
+//! (`--server-delay-ms M`): under valgrind the client runs some fifty times slower, and a reply
+//! that is sometimes already waiting when the client first looks at the socket and sometimes not
+//! made the count swing by a thousand instructions a request (a runtime that finds nothing to do
+//! parks in the driver, which costs that much). With the delay, every request parks once, as
+//! against any real server, and the count is the same from run to run. `--heap-layout K` sets
+//! what the heap holds before the client is built (see `scripts/callgrind.sh`).
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, ExitCode, Stdio};
@@ -137,6 +143,22 @@ async fn round(client: &Client, url: &str, requests: usize, concurrency: usize) 
     }
 }
 
+/// The run `scripts/callgrind.sh` counts (`--toggle-collect=overhead::counted`): one request
+/// to open the connection, then `requests` more. Not inlined, so that its name is in the binary.
+#[inline(never)]
+fn counted(
+    runtime: &tokio::runtime::Runtime,
+    client: &Client,
+    url: &str,
+    requests: usize,
+    concurrency: usize,
+) -> Round {
+    runtime.block_on(async {
+        client.fetch(url).await;
+        round(client, url, requests, concurrency).await
+    })
+}
+
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]
@@ -190,14 +212,29 @@ fn main() -> ExitCode {
     let (mut server, url) = start_server();
 
     if let Some(name) = value("--callgrind") {
-        let client = Client::new(&name);
         let concurrency = value("--concurrency")
             .and_then(|v| v.parse().ok())
             .unwrap_or(1);
-        runtime.block_on(async {
-            client.fetch(&url).await;
-            round(&client, &url, requests, concurrency).await
-        });
+        let delay_ms: u64 = value("--server-delay-ms")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(5);
+        let url = format!("{url}?delay_ms={delay_ms}");
+        let layout: usize = value("--heap-layout")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        // On a thread of its own, the client's stack and heap (a fresh malloc arena) lie where
+        // they would for any path and environment, which on the main thread shift the stack and
+        // moved the count of the same binary by some 300 instructions.
+        std::thread::spawn(move || {
+            // Where malloc finds room for each request depends on what the heap held before;
+            // `--heap-layout K` holds K blocks of assorted sizes, so that a count can be taken
+            // over several layouts (see scripts/callgrind.sh).
+            let _held: Vec<Vec<u8>> = (0..layout).map(|i| vec![1; 24 << (i % 9)]).collect();
+            let client = Client::new(&name);
+            counted(&runtime, &client, &url, requests, concurrency)
+        })
+        .join()
+        .expect("the counted run");
         let _ = server.kill();
         let _ = server.wait();
         return ExitCode::SUCCESS;

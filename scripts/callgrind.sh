@@ -1,44 +1,75 @@
 #!/usr/bin/env bash
 # Instructions per request for each client, counted by callgrind: the difference between a run
 # of 2N and a run of N requests (at concurrency 1, or C), divided by N, so that start-up cancels out.
-# Deterministic: the same binary gives the same counts on a busy or an idle machine. Only what
-# runs on the tokio runtime is counted: start-up before it (the clients' construction, where the
-# rate limiter's clock calibrates the CPU's counter for as long as it takes) varies from run to run.
+# The same binary gives the same count on a busy or an idle machine, at any path. What still
+# moves it is where glibc's malloc finds room, which depends on what the heap held before: bare
+# reqwest's count moves by up to 1.3k instructions with it. So each client is counted over L
+# heap layouts (5 by default; layout k holds k blocks of assorted sizes before the client is
+# built), and the table shows the median and the range. Only the requests are counted, not the
+# clients' construction (where the rate limiter's clock calibrates the CPU's counter for as long
+# as that takes).
 #
-#   scripts/callgrind.sh            # N = 1000
-#   N=500 scripts/callgrind.sh
+#   scripts/callgrind.sh              # N = 1000, 5 layouts
+#   N=500 L=3 scripts/callgrind.sh
 #   C=64 N=2000 scripts/callgrind.sh  # 64 requests in flight at once
-#   scripts/callgrind.sh ratelimit  # the rate limiter alone, over a no-op service, one host
+#   scripts/callgrind.sh ratelimit    # the rate limiter alone, over a no-op service, one host
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${N:-1000}
 concurrency=${C:-1}
+layouts=${L:-5}
 command -v valgrind >/dev/null || { echo "valgrind is needed: apt-get install -y valgrind" >&2; exit 1; }
-target=overhead
-clients="reqwest scrapewell reqwest-middleware"
-if [ "${1:-}" = ratelimit ]; then
-    target=ratelimit
-    clients="bare limited"
-fi
-cargo bench -p scrapewell-benches --bench "$target" --no-run 2>/dev/null
-bench=$(ls -t target/release/deps/"$target"-* | grep -v '\.d$' | head -n 1)
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 
-count() { # client requests -> total instructions
-    valgrind --tool=callgrind --collect-atstart=no \
-        --toggle-collect='tokio::runtime::runtime::Runtime::block_on*' \
-        --callgrind-out-file="$out/$1-$2" "$bench" --callgrind "$1" --requests "$2" --concurrency "$concurrency" \
-        >/dev/null 2>"$out/$1-$2.log"
-    sed -n 's/^summary: //p' "$out/$1-$2"
+if [ "${1:-}" = ratelimit ]; then
+    cargo bench -p scrapewell-benches --bench ratelimit --no-run 2>/dev/null
+    bench=$(ls -t target/release/deps/ratelimit-* | grep -v '\.d$' | head -n 1)
+    count() { # client requests -> total instructions
+        valgrind --tool=callgrind --collect-atstart=no \
+            --toggle-collect='tokio::runtime::runtime::Runtime::block_on*' \
+            --callgrind-out-file="$out/$1-$2" "$bench" --callgrind "$1" --requests "$2" \
+            >/dev/null 2>"$out/$1-$2.log"
+        sed -n 's/^summary: //p' "$out/$1-$2"
+    }
+    printf '%-20s %16s %12s %12s\n' client instructions/req "vs first" difference
+    base=""
+    for client in bare limited; do
+        small=$(count "$client" "$n")
+        large=$(count "$client" $((2 * n)))
+        per=$(( (large - small) / n ))
+        [ -n "$base" ] || base=$per
+        printf '%-20s %16d %+11.1f%% %+12d\n' "$client" "$per" \
+            "$(echo "($per - $base) * 100 / $base" | bc -l)" $((per - base))
+    done
+    exit 0
+fi
+
+cargo bench -p scrapewell-benches --bench overhead --no-run 2>/dev/null
+bench=$(ls -t target/release/deps/overhead-* | grep -v '\.d$' | head -n 1)
+
+count() { # client requests layout -> total instructions
+    local file="$out/$1-$2-$3"
+    valgrind --tool=callgrind --collect-atstart=no --toggle-collect='overhead::counted' \
+        --callgrind-out-file="$file" "$bench" --callgrind "$1" --requests "$2" \
+        --concurrency "$concurrency" --heap-layout "$3" >/dev/null 2>"$file.log"
+    sed -n 's/^summary: //p' "$file"
 }
 
-printf '%-20s %16s %12s %12s\n' client instructions/req "vs first" difference
+per_request() { # client layout -> instructions per request; the two runs side by side
+    count "$1" "$n" "$2" >"$out/small-$1-$2" &
+    count "$1" $((2 * n)) "$2" >"$out/large-$1-$2"
+    wait
+    echo $(( ($(cat "$out/large-$1-$2") - $(cat "$out/small-$1-$2")) / n ))
+}
+
+printf '%-20s %16s %10s %22s\n' client instructions/req "vs first" "range over layouts"
 base=""
-for client in $clients; do
-    small=$(count "$client" "$n")
-    large=$(count "$client" $((2 * n)))
-    per=$(( (large - small) / n ))
-    [ -n "$base" ] || base=$per
-    printf '%-20s %16d %+11.1f%% %+12d\n' "$client" "$per" "$(echo "($per - $base) * 100 / $base" | bc -l)" $((per - base))
+for client in reqwest scrapewell reqwest-middleware; do
+    counts=$(for layout in $(seq 0 $((layouts - 1))); do per_request "$client" "$layout"; done | sort -n)
+    median=$(echo "$counts" | sed -n "$(( (layouts + 1) / 2 ))p")
+    [ -n "$base" ] || base=$median
+    printf '%-20s %16d %+9.1f%% %22s\n' "$client" "$median" \
+        "$(echo "($median - $base) * 100 / $base" | bc -l)" \
+        "$(echo "$counts" | head -n 1) to $(echo "$counts" | tail -n 1)"
 done

@@ -4,6 +4,7 @@
 mod common;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use scrapewell::KeyBy;
 use scrapewell_mock::MockServer;
@@ -176,4 +177,27 @@ async fn a_fixed_window_lets_its_quota_go_at_once_and_counts_down_to_its_end() {
         "{resets:?}"
     );
     assert_eq!(server.limits("/limited/fixed").refused, 1);
+}
+
+#[tokio::test]
+async fn bytes_with_a_delay_are_answered_no_sooner_than_that() {
+    let server = MockServer::start().await.unwrap();
+    let client = fast_client().max_attempts(1).build().unwrap();
+    for (query, at_least) in [("?delay_ms=300", 300), ("", 0), ("?delay_ms=0", 0)] {
+        let started = std::time::Instant::now();
+        let body = client
+            .get(server.url(&format!("/bytes/16{query}")))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        assert_eq!(body.len(), 16, "{query}");
+        let elapsed = started.elapsed();
+        assert!(
+            elapsed >= Duration::from_millis(at_least),
+            "{query}: {elapsed:?}"
+        );
+    }
 }

@@ -8,7 +8,7 @@
 //!
 //! | route | behaviour |
 //! |---|---|
-//! | `GET /bytes/{n}` | `n` bytes of text (at most 256 MiB) |
+//! | `GET /bytes/{n}?delay_ms=M` | `n` bytes of text (at most 256 MiB), M ms after the request (none when absent) |
 //! | `GET /page/{id}` | a small HTML page |
 //! | `ANY /flaky/{id}?fail=N&status=503&retry_after=V` | `status` (with `Retry-After: V`) N times, then 200 |
 //! | `POST /orders?delay_ms=300&require_key=1` | idempotent create (see [`Stats`]) |

@@ -53,7 +53,12 @@ pub(crate) async fn handle(
     let param = |name: &str| query.get(name).and_then(|v| v.parse::<u64>().ok());
     let response = match (segments.as_slice(), request.method()) {
         (["bytes", n], _) => match n.parse::<usize>() {
-            Ok(n) if n <= MAX_BYTES => bytes_body(n),
+            Ok(n) if n <= MAX_BYTES => {
+                if let Some(delay) = param("delay_ms").filter(|&ms| ms > 0) {
+                    tokio::time::sleep(Duration::from_millis(delay)).await;
+                }
+                bytes_body(n)
+            }
             _ => text(
                 StatusCode::BAD_REQUEST,
                 "size must be a number up to 256 MiB",
