@@ -204,32 +204,30 @@ where
                 StateProj::Done => panic!("retry future polled after completion"),
             };
             let spare = this.request.is_some();
-            let progress = &mut *this.progress;
-            let output = match progress.after(&result, outcome, spare) {
-                Next::RetryAfter(delay) if delay.is_zero() => {
-                    progress.attempts.begin_attempt();
+            match this.progress.decide(result, outcome, spare) {
+                Decision::RetryAfter(delay) if delay.is_zero() => {
+                    this.progress.attempts.begin_attempt();
                     this.state.set(State::Ready);
-                    continue;
                 }
-                Next::RetryAfter(delay) => {
+                Decision::RetryAfter(delay) => {
                     let sleep = Box::pin(tokio::time::sleep(delay));
                     this.state.set(State::Waiting { sleep });
-                    continue;
                 }
-                Next::Finish(outcome) => {
-                    let attempts = std::mem::take(&mut progress.attempts);
-                    finish(outcome, result, &progress.limits, attempts)
+                Decision::End(output) => {
+                    this.state.set(State::Done);
+                    return Poll::Ready(output);
                 }
-                Next::GiveUp { reason, replayable } => {
-                    let attempts = std::mem::take(&mut progress.attempts);
-                    give_up(reason, result, &progress.limits, attempts, replayable)
-                }
-                Next::Fail(error) => Err(error),
-            };
-            this.state.set(State::Done);
-            return Poll::Ready(output);
+            }
         }
     }
+}
+
+/// What [`Progress::decide`] settled.
+enum Decision<ResB, E> {
+    /// Another attempt, after this delay.
+    RetryAfter(Duration),
+    /// The caller's result.
+    End(Result<Response<ResB>, RetryError<E>>),
 }
 
 impl<C> Progress<C> {
@@ -240,7 +238,10 @@ impl<C> Progress<C> {
             .is_some_and(|deadline| deadline.as_mut().poll(cx).is_ready())
     }
 
-    /// An attempt's error or timeout, with its outcome.
+    /// An attempt's error or timeout, with its outcome. Out of line and cold, as
+    /// [`Progress::decide`].
+    #[cold]
+    #[inline(never)]
     fn classify<ResB, E>(
         &self,
         result: Attempt<Response<ResB>, E>,
@@ -272,6 +273,35 @@ impl<C> Progress<C> {
             tracing::debug!(attempt, result = %describe(result), ?outcome, "attempt finished");
         }
         outcome
+    }
+
+    /// What follows an attempt that did not end the request with its response as it is: a
+    /// retry, or the caller's result. Out of line and cold: kept apart from the poll, the path
+    /// of a request answered at once spans fewer cache lines, and a retry waits anyway.
+    #[cold]
+    #[inline(never)]
+    fn decide<ResB, E>(
+        &mut self,
+        result: Attempt<Response<ResB>, E>,
+        outcome: Outcome,
+        spare: bool,
+    ) -> Decision<ResB, E>
+    where
+        ResB: InspectBody,
+    {
+        let output = match self.after(&result, outcome, spare) {
+            Next::RetryAfter(delay) => return Decision::RetryAfter(delay),
+            Next::Finish(outcome) => {
+                let attempts = std::mem::take(&mut self.attempts);
+                finish(outcome, result, &self.limits, attempts)
+            }
+            Next::GiveUp { reason, replayable } => {
+                let attempts = std::mem::take(&mut self.attempts);
+                give_up(reason, result, &self.limits, attempts, replayable)
+            }
+            Next::Fail(error) => Err(error),
+        };
+        Decision::End(output)
     }
 
     /// Decides what follows an attempt from its outcome; `spare` says whether a copy of the
