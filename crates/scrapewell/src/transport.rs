@@ -345,36 +345,14 @@ async fn exchange(
             break response;
         };
         redirects += 1;
-        let status = response.status();
-        if status == StatusCode::SEE_OTHER
-            || (matches!(status, StatusCode::MOVED_PERMANENTLY | StatusCode::FOUND)
-                && method == Method::POST)
-        {
-            // A 303 is followed with a GET (a HEAD stays one: RFC 9110, 15.4.4), and so is a
-            // POST's 301 or 302, as browsers do. What follows is a read: no body, which a later
-            // redirect can send again, and no idempotency key, which a GET never carries.
-            if method != Method::HEAD {
-                method = Method::GET;
-            }
-            replay = Some(Bytes::new());
-            for name in [&CONTENT_TYPE, &CONTENT_LENGTH, &config.idempotency_key] {
-                headers.remove(name);
-            }
-        } else if let Some(bytes) = &replay {
-            body = (!bytes.is_empty()).then(|| bytes.clone().into());
-        } else {
-            // A 307 / 308 would need the stream again: hand the redirect to the caller.
+        let next_request = NextRequest {
+            method: &mut method,
+            headers: &mut headers,
+            replay: &mut replay,
+            body: &mut body,
+        };
+        if !next_request.follow(&response, &next, &config) {
             break response;
-        }
-        if next.origin() != response.url().origin() {
-            for name in [
-                &AUTHORIZATION,
-                &COOKIE,
-                &PROXY_AUTHORIZATION,
-                &config.idempotency_key,
-            ] {
-                headers.remove(name);
-            }
         }
         url = Arc::new(next);
     };
@@ -404,6 +382,56 @@ fn reqwest_request(
     request
 }
 
+/// What of the request changes when it follows a redirect.
+struct NextRequest<'a> {
+    method: &'a mut Method,
+    headers: &'a mut HeaderMap,
+    replay: &'a mut Option<Bytes>,
+    body: &'a mut Option<reqwest::Body>,
+}
+
+impl NextRequest<'_> {
+    /// Readies the request to follow `response` to `next`; `false` when the redirect goes to
+    /// the caller instead. Out of line and cold, as redirects are the rarer: the path of a
+    /// request answered at once then spans fewer cache lines.
+    #[cold]
+    #[inline(never)]
+    fn follow(self, response: &reqwest::Response, next: &Url, config: &TransportConfig) -> bool {
+        let status = response.status();
+        if status == StatusCode::SEE_OTHER
+            || (matches!(status, StatusCode::MOVED_PERMANENTLY | StatusCode::FOUND)
+                && *self.method == Method::POST)
+        {
+            // A 303 is followed with a GET (a HEAD stays one: RFC 9110, 15.4.4), and so is a
+            // POST's 301 or 302, as browsers do. What follows is a read: no body, which a later
+            // redirect can send again, and no idempotency key, which a GET never carries.
+            if *self.method != Method::HEAD {
+                *self.method = Method::GET;
+            }
+            *self.replay = Some(Bytes::new());
+            for name in [&CONTENT_TYPE, &CONTENT_LENGTH, &config.idempotency_key] {
+                self.headers.remove(name);
+            }
+        } else if let Some(bytes) = &self.replay {
+            *self.body = (!bytes.is_empty()).then(|| bytes.clone().into());
+        } else {
+            // A 307 / 308 would need the stream again: hand the redirect to the caller.
+            return false;
+        }
+        if next.origin() != response.url().origin() {
+            for name in [
+                &AUTHORIZATION,
+                &COOKIE,
+                &PROXY_AUTHORIZATION,
+                &config.idempotency_key,
+            ] {
+                self.headers.remove(name);
+            }
+        }
+        true
+    }
+}
+
 /// Where a redirect leads, when it should be followed; `None` for a response that is final.
 fn redirect_target(
     response: &reqwest::Response,
@@ -413,6 +441,18 @@ fn redirect_target(
     if !matches!(response.status().as_u16(), 301 | 302 | 303 | 307 | 308) || max == 0 {
         return Ok(None);
     }
+    redirect_location(response, followed, max)
+}
+
+/// The target of a redirect response (see [`redirect_target`]). Out of line and cold, as
+/// [`NextRequest::follow`].
+#[cold]
+#[inline(never)]
+fn redirect_location(
+    response: &reqwest::Response,
+    followed: usize,
+    max: usize,
+) -> Result<Option<Url>, TransportError> {
     let Some(location) = response.headers().get(LOCATION) else {
         return Ok(None);
     };
