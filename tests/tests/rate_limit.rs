@@ -4,6 +4,7 @@ mod common;
 
 use std::time::Duration;
 
+use scrapewell::InProcessQuotaStore;
 use scrapewell_mock::MockServer;
 
 use common::{Shortfall, crawl, fast_client, judge_pace};
@@ -51,6 +52,46 @@ async fn a_quota_equal_to_the_limit() -> Result<(), Shortfall> {
     }
     if rate < 0.95 * 20.0 {
         return Err(format!("{rate:.2}/s is below 95% of the quota").into());
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_clients_sharing_an_in_process_store_keep_one_quota_between_them() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    judge_pace(
+        "two clients of 10/s sharing a store, against a limit of 10/s",
+        two_clients_sharing_a_store,
+    )
+    .await;
+}
+
+async fn two_clients_sharing_a_store() -> Result<(), Shortfall> {
+    let server = MockServer::start_dedicated(LOOPBACK).expect("a mock server");
+    let quotas = InProcessQuotaStore::new();
+    let client = || {
+        fast_client()
+            .rate_limit(10.0)
+            .shared_rate_limits(quotas.clone())
+            .build()
+            .expect("a client")
+    };
+    let (first, second) = (client(), client());
+    // Each client alone keeps to 10/s, and the two together would send 20/s until the server's
+    // refusals slowed them.
+    let url = server.url("/limited/shared?rate=10&burst=2");
+    tokio::join!(crawl(&first, &url, 15, 4), crawl(&second, &url, 15, 4));
+    let limits = server.limits("/limited/shared");
+    println!(
+        "two clients of 10/s sharing a store: {} accepted, {} refused",
+        limits.accepted, limits.refused
+    );
+    assert!(
+        limits.rate.expect("accepted requests") <= 10.0,
+        "{limits:?}"
+    );
+    if limits.refused > 0 {
+        return Err(format!("{} refused", limits.refused).into());
     }
     Ok(())
 }

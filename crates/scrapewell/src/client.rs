@@ -460,9 +460,27 @@ impl ClientBuilder {
     /// fleet, on other machines): each request to a host with a limit takes a slot of that limit
     /// in the store before it goes, so that ten workers limited to 10 requests a second send 10
     /// between them, not 100. While the store cannot answer, each client keeps to the limits
-    /// alone, and a warning says so. See `RedisQuotaStore` (feature `redis`).
+    /// alone, and a warning says so. See `RedisQuotaStore` (feature `redis`) for a fleet, and
+    /// [`InProcessQuotaStore`](crate::InProcessQuotaStore) for the clients of one process.
     ///
     /// # Example
+    ///
+    /// ```
+    /// use scrapewell::{Client, InProcessQuotaStore};
+    ///
+    /// // Two identities, one budget: 10 requests a second to example.com between them.
+    /// let quotas = InProcessQuotaStore::new();
+    /// let client = |user_agent: &str| {
+    ///     Client::builder()
+    ///         .user_agent(user_agent)
+    ///         .host_rate_limit("example.com", 10.0)
+    ///         .shared_rate_limits(quotas.clone())
+    ///         .build()
+    /// };
+    /// let (first, second) = (client("crawler-a/1.0")?, client("crawler-b/1.0")?);
+    /// # let _ = (first, second);
+    /// # Ok::<(), scrapewell::Error>(())
+    /// ```
     ///
     /// ```
     /// # #[cfg(feature = "redis")]

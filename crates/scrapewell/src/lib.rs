@@ -65,6 +65,7 @@ pub use scrapewell_core::idempotency::{KeyFormat, KeyStrategy};
 #[cfg(feature = "redis")]
 pub use scrapewell_core::ratelimit::RedisQuotaStore;
 pub use scrapewell_core::ratelimit::{
-    HostStats, KeyBy, Quota, QuotaStore, QuotaStoreError, ReserveFuture, SharedQuota,
+    HostStats, InProcessQuotaStore, KeyBy, Quota, QuotaStore, QuotaStoreError, ReserveFuture,
+    SharedQuota,
 };
 pub use scrapewell_core::retry::{Attempts, RetryReason, RetryRecord, TransientConflict};

@@ -42,6 +42,7 @@
 mod clock;
 mod future;
 mod headers;
+mod in_process_store;
 mod layer;
 #[cfg(feature = "redis")]
 mod redis_store;
@@ -59,6 +60,7 @@ use tower::{Service, ServiceExt};
 pub use future::ResponseFuture;
 pub use governor::Quota;
 pub use headers::ServerLimit;
+pub use in_process_store::InProcessQuotaStore;
 pub use layer::{InvalidPattern, KeyBy, KeyFn, RateLimitLayer};
 #[cfg(feature = "redis")]
 pub use redis_store::RedisQuotaStore;

@@ -16,34 +16,31 @@ use super::layer::Shared;
 /// passed, its task was cancelled, its worker stopped) leaves it unused: the fleet goes slower,
 /// never faster.
 ///
-/// `RedisQuotaStore` (feature `redis`) keeps them in Redis; an
-/// implementation of your own can keep them anywhere that answers atomically.
+/// `RedisQuotaStore` (feature `redis`) keeps them in Redis, [`InProcessQuotaStore`] in this
+/// process's memory; an implementation of your own can keep them anywhere that answers
+/// atomically.
 ///
 /// [`RateLimitLayer::shared_quotas`]: super::RateLimitLayer::shared_quotas
+/// [`InProcessQuotaStore`]: super::InProcessQuotaStore
 ///
 /// # Example
 ///
-/// A store for the clients of one process, for tests:
+/// A store that counts what it is asked, over the in-process one:
 ///
 /// ```
-/// use std::collections::HashMap;
-/// use std::sync::Mutex;
-/// use std::time::Duration;
-/// use scrapewell_core::ratelimit::{QuotaStore, ReserveFuture, SharedQuota};
-/// use tokio::time::Instant;
+/// use std::sync::atomic::{AtomicUsize, Ordering};
+/// use scrapewell_core::ratelimit::{InProcessQuotaStore, QuotaStore, ReserveFuture, SharedQuota};
 ///
 /// #[derive(Debug, Default)]
-/// struct InProcess(Mutex<HashMap<String, Instant>>);
+/// struct Counted {
+///     asked: AtomicUsize,
+///     quotas: InProcessQuotaStore,
+/// }
 ///
-/// impl QuotaStore for InProcess {
+/// impl QuotaStore for Counted {
 ///     fn reserve(&self, host: &str, quota: SharedQuota) -> ReserveFuture {
-///         let now = Instant::now();
-///         let mut arrivals = self.0.lock().unwrap();
-///         let arrival = arrivals.entry(host.to_owned()).or_insert(now);
-///         let tolerance = quota.interval * (quota.burst - 1);
-///         let slot = (*arrival).max(now + tolerance) - tolerance;
-///         *arrival = (*arrival).max(now) + quota.interval;
-///         Box::pin(std::future::ready(Ok(slot - now)))
+///         self.asked.fetch_add(1, Ordering::Relaxed);
+///         self.quotas.reserve(host, quota)
 ///     }
 /// }
 /// ```

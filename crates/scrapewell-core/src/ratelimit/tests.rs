@@ -1058,20 +1058,20 @@ async fn settings_out_of_range_are_brought_within_it() {
     assert!(second.is_err(), "held back");
 }
 
-/// A quota store in memory, on tokio's clock: a GCRA per host, or (`failing`) a store that
-/// never answers. It notes the names it was asked for.
+/// A quota store that notes the names it was asked for, over an in-process store, or
+/// (`failing`) one that never answers.
 #[derive(Debug, Default)]
-struct MemoryStore {
-    arrivals: Mutex<std::collections::HashMap<String, Instant>>,
+struct RecordingStore {
+    quotas: InProcessQuotaStore,
     asked: Mutex<Vec<String>>,
     failing: bool,
 }
 
-impl MemoryStore {
-    fn failing() -> Arc<MemoryStore> {
-        Arc::new(MemoryStore {
+impl RecordingStore {
+    fn failing() -> Arc<RecordingStore> {
+        Arc::new(RecordingStore {
             failing: true,
-            ..MemoryStore::default()
+            ..RecordingStore::default()
         })
     }
 
@@ -1080,7 +1080,7 @@ impl MemoryStore {
     }
 }
 
-impl QuotaStore for MemoryStore {
+impl QuotaStore for RecordingStore {
     fn reserve(&self, host: &str, quota: SharedQuota) -> ReserveFuture {
         self.asked.lock().unwrap().push(host.to_owned());
         if self.failing {
@@ -1088,12 +1088,7 @@ impl QuotaStore for MemoryStore {
                 "down".into(),
             ))));
         }
-        let now = Instant::now();
-        let mut arrivals = self.arrivals.lock().unwrap();
-        let arrival = arrivals.get(host).map_or(now, |&at| at.max(now));
-        arrivals.insert(host.to_owned(), arrival + quota.interval);
-        let wait = arrival.saturating_duration_since(now + quota.interval * (quota.burst - 1));
-        Box::pin(std::future::ready(Ok(wait)))
+        self.quotas.reserve(host, quota)
     }
 }
 
@@ -1101,7 +1096,7 @@ impl QuotaStore for MemoryStore {
 /// quota in `store` (none: each its own); each sends `each` requests at once to `a.test`.
 /// Returns the arrivals at the server, and how many answers each worker got.
 async fn fleet(
-    store: Option<Arc<MemoryStore>>,
+    store: Option<Arc<RecordingStore>>,
     workers: usize,
     each: usize,
 ) -> (Vec<Instant>, Vec<usize>) {
@@ -1128,7 +1123,7 @@ async fn fleet(
 
 #[tokio::test(start_paused = true)]
 async fn workers_that_share_a_store_keep_one_quota_between_them() {
-    let store = Arc::new(MemoryStore::default());
+    let store = Arc::new(RecordingStore::default());
     let (shared, answered) = fleet(Some(store.clone()), 3, 10).await;
     assert_eq!(answered, [10, 10, 10]);
     assert_eq!(shared.len(), 30);
@@ -1147,7 +1142,7 @@ async fn workers_that_share_a_store_keep_one_quota_between_them() {
 
 #[tokio::test(start_paused = true)]
 async fn a_store_that_does_not_answer_leaves_each_worker_its_own_quota() {
-    let store = MemoryStore::failing();
+    let store = RecordingStore::failing();
     let (times, answered) = fleet(Some(store.clone()), 2, 10).await;
     assert_eq!(answered, [10, 10]);
     // Twenty requests from two workers at 10 a second each: about a second.
@@ -1157,7 +1152,7 @@ async fn a_store_that_does_not_answer_leaves_each_worker_its_own_quota() {
 
 #[tokio::test(start_paused = true)]
 async fn a_store_keeps_each_host_under_the_name_the_layer_keys_it_by() {
-    let store = Arc::new(MemoryStore::default());
+    let store = Arc::new(RecordingStore::default());
     let log = Log::default();
     let by_host = RateLimitLayer::new(table())
         .host_quota("*.test", per_second(100))
@@ -1190,7 +1185,7 @@ async fn a_store_keeps_each_host_under_the_name_the_layer_keys_it_by() {
 
 #[tokio::test(start_paused = true)]
 async fn a_paused_host_is_waited_out_or_failed_before_a_fleet_slot_is_taken() {
-    let store = Arc::new(MemoryStore::default());
+    let store = Arc::new(RecordingStore::default());
     let log = Log::default();
     let service = RateLimitLayer::new(table())
         .default_quota(per_second(10))
