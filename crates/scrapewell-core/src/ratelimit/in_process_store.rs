@@ -1,7 +1,8 @@
 //! A quota store kept in this process's memory.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -34,7 +35,7 @@ use super::shared::{QuotaStore, ReserveFuture, SharedQuota};
 /// let (first, second) = (worker(quotas.clone()), worker(quotas));
 /// # let _ = (first, second);
 /// ```
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct InProcessQuotaStore {
     hosts: Arc<Mutex<OnTime>>,
 }
@@ -57,14 +58,26 @@ impl InProcessQuotaStore {
     }
 }
 
+impl InProcessQuotaStore {
+    /// The hosts' instants; a panic elsewhere while they were held leaves them as they were.
+    fn on_time(&self) -> MutexGuard<'_, OnTime> {
+        self.hosts.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl fmt::Debug for InProcessQuotaStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // How many hosts, not which: a crawl may keep many thousands.
+        f.debug_struct("InProcessQuotaStore")
+            .field("hosts", &self.on_time().at.len())
+            .finish()
+    }
+}
+
 impl QuotaStore for InProcessQuotaStore {
     fn reserve(&self, host: &str, quota: SharedQuota) -> ReserveFuture {
         let now = Instant::now();
-        let wait = self
-            .hosts
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .reserve(host, quota, now);
+        let wait = self.on_time().reserve(host, quota, now);
         Box::pin(std::future::ready(Ok(wait)))
     }
 }
@@ -147,12 +160,15 @@ mod tests {
             let host = format!("h{host}.test:80");
             store.reserve(&host, one_a_second).await.unwrap();
         }
-        assert_eq!(store.hosts.lock().unwrap().at.len(), KEPT_AT_LEAST - 1);
+        assert_eq!(
+            format!("{store:?}"),
+            format!("InProcessQuotaStore {{ hosts: {} }}", KEPT_AT_LEAST - 1)
+        );
         tokio::time::advance(Duration::from_millis(1500)).await;
         // The map is full: the hosts whose quota came back whole go, busy.test is still owed
         // its second slot.
         store.reserve("new.test:80", one_a_second).await.unwrap();
-        assert_eq!(store.hosts.lock().unwrap().at.len(), 2);
+        assert_eq!(format!("{store:?}"), "InProcessQuotaStore { hosts: 2 }");
         assert_eq!(
             store.reserve("busy.test:80", one_a_second).await.unwrap(),
             Duration::from_millis(500)
