@@ -22,9 +22,16 @@ command -v valgrind >/dev/null || { echo "valgrind is needed: apt-get install -y
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 
+built() { # bench -> the path of its executable, wherever CARGO_TARGET_DIR puts it
+    local path
+    path=$(cargo bench -p scrapewell-benches --bench "$1" --no-run 2>&1 |
+        sed -n 's/^ *Executable .*(\(.*\))$/\1/p' | tail -n 1) || true
+    [ -n "$path" ] || { echo "the $1 bench does not build: cargo bench -p scrapewell-benches --bench $1 --no-run" >&2; exit 1; }
+    echo "$path"
+}
+
 if [ "${1:-}" = ratelimit ]; then
-    cargo bench -p scrapewell-benches --bench ratelimit --no-run 2>/dev/null
-    bench=$(ls -t target/release/deps/ratelimit-* | grep -v '\.d$' | head -n 1)
+    bench=$(built ratelimit)
     count() { # client requests -> total instructions
         valgrind --tool=callgrind --collect-atstart=no \
             --toggle-collect='tokio::runtime::runtime::Runtime::block_on*' \
@@ -45,8 +52,7 @@ if [ "${1:-}" = ratelimit ]; then
     exit 0
 fi
 
-cargo bench -p scrapewell-benches --bench overhead --no-run 2>/dev/null
-bench=$(ls -t target/release/deps/overhead-* | grep -v '\.d$' | head -n 1)
+bench=$(built overhead)
 
 count() { # client requests layout -> total instructions
     local file="$out/$1-$2-$3"
