@@ -51,14 +51,16 @@ struct OnTime {
 /// The fewest hosts kept before any is forgotten.
 const KEPT_AT_LEAST: usize = 1024;
 
+/// The longest interval a quota is kept at. A quota slower than this is none any site sets;
+/// bounding it keeps the sums in `OnTime::reserve` far from the end of the clock.
+const SLOWEST_INTERVAL: Duration = Duration::from_secs(365 * 24 * 3600);
+
 impl InProcessQuotaStore {
     /// An empty store.
     pub fn new() -> InProcessQuotaStore {
         InProcessQuotaStore::default()
     }
-}
 
-impl InProcessQuotaStore {
     /// The hosts' instants; a panic elsewhere while they were held leaves them as they were.
     fn on_time(&self) -> MutexGuard<'_, OnTime> {
         self.hosts.lock().unwrap_or_else(PoisonError::into_inner)
@@ -86,20 +88,21 @@ impl OnTime {
     /// Takes the host's next slot: how long until it comes. The slot is the host's on-time
     /// instant, brought forward by the burst's tolerance; the instant moves one interval on.
     fn reserve(&mut self, host: &str, quota: SharedQuota, now: Instant) -> Duration {
-        let due = self.at.get(host).map_or(now, |&at| at.max(now));
-        // A quota slower than this is none any site sets; bounding it keeps the sums below far
-        // from the end of the clock.
-        let interval = quota.interval.min(Duration::from_secs(365 * 24 * 3600));
-        let next = due + interval;
-        match self.at.get_mut(host) {
-            Some(at) => *at = next,
+        let interval = quota.interval.min(SLOWEST_INTERVAL);
+        let due = match self.at.get_mut(host) {
+            Some(at) => {
+                let due = (*at).max(now);
+                *at = due + interval;
+                due
+            }
             None => {
-                self.at.insert(host.to_owned(), next);
+                self.at.insert(host.to_owned(), now + interval);
                 if self.at.len() >= self.forget_at {
                     self.forget_whole(now);
                 }
+                now
             }
-        }
+        };
         let tolerance = interval.checked_mul(quota.burst.saturating_sub(1));
         match tolerance.and_then(|tolerance| now.checked_add(tolerance)) {
             Some(earliest_free) => due.saturating_duration_since(earliest_free),
