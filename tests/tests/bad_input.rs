@@ -302,3 +302,40 @@ async fn a_response_that_is_not_http_is_a_malformed_response_retried_only_when_s
         server.abort();
     }
 }
+
+#[tokio::test]
+async fn a_redirect_that_cannot_be_followed_is_a_redirect_error_not_retried() {
+    // The loop's target is the server itself: the first request and ten followed redirects.
+    for (response, sent, says) in [
+        (
+            &b"HTTP/1.1 302 Found\r\nLocation: /\r\nContent-Length: 0\r\n\r\n"[..],
+            11,
+            "more than 10 redirects",
+        ),
+        (
+            b"HTTP/1.1 301 Moved Permanently\r\nLocation: http://[::1\r\nContent-Length: 0\r\n\r\n",
+            1,
+            "not a URL",
+        ),
+        (
+            b"HTTP/1.1 307 Temporary Redirect\r\nLocation: ftp://127.0.0.1/file\r\nContent-Length: 0\r\n\r\n",
+            1,
+            "unsupported scheme \"ftp\"",
+        ),
+    ] {
+        let (url, requests, server) = raw_server(response).await;
+        let client = fast_client().build().unwrap();
+        match client.get(&url).send().await {
+            Err(Error::Transport {
+                source: TransportError::Redirect(reason),
+                attempts,
+            }) => {
+                assert!(reason.contains(says), "{reason}");
+                assert_eq!(attempts.count(), 1, "{reason}");
+            }
+            other => panic!("{says}: expected a redirect error, got {other:?}"),
+        }
+        assert_eq!(requests.load(Ordering::SeqCst), sent, "{says}");
+        server.abort();
+    }
+}

@@ -123,7 +123,7 @@ pub enum Error {
     },
     /// The server kept refusing for load (429, 503 with `Retry-After`) until the attempts ran
     /// out.
-    #[error("rate limited ({status}) after {} attempts", attempts.count())]
+    #[error("rate limited ({status}) after {attempts}")]
     RateLimited {
         /// The last status.
         status: StatusCode,
@@ -172,7 +172,7 @@ pub enum Error {
         attempts: Attempts,
     },
     /// The request's total deadline passed.
-    #[error("deadline of {deadline:?} exceeded after {} attempts", attempts.count())]
+    #[error("deadline of {deadline:?} exceeded after {attempts}")]
     Deadline {
         /// The deadline.
         deadline: Duration,
@@ -219,7 +219,7 @@ pub enum Error {
     },
     /// The transport failed on the last attempt (or, in streaming mode, while the body was
     /// being read: nothing past the headers is retried).
-    #[error("transport error after {} attempts", attempts.count())]
+    #[error("transport error after {attempts}")]
     Transport {
         /// The transport error.
         #[source]

@@ -79,7 +79,7 @@ pub enum RetryError<E> {
     },
     /// The server kept refusing for load (429, or 503 with `Retry-After`) until the attempts ran
     /// out.
-    #[error("rate limited ({status}) after {} attempts", attempts.count())]
+    #[error("rate limited ({status}) after {attempts}")]
     RateLimited {
         /// The last status (429 or 503).
         status: StatusCode,
@@ -103,7 +103,7 @@ pub enum RetryError<E> {
         attempts: Attempts,
     },
     /// The total time budget ran out, during an attempt or before a retry could be made.
-    #[error("deadline of {deadline:?} exceeded after {} attempts", attempts.count())]
+    #[error("deadline of {deadline:?} exceeded after {attempts}")]
     DeadlineExceeded {
         /// The configured deadline.
         deadline: Duration,
@@ -139,7 +139,7 @@ pub enum RetryError<E> {
         attempts: Attempts,
     },
     /// The transport failed on the last attempt.
-    #[error("transport error after {} attempts", attempts.count())]
+    #[error("transport error after {attempts}")]
     Transport {
         /// The transport error.
         #[source]

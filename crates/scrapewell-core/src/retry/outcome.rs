@@ -170,3 +170,22 @@ impl Attempts {
         self.retries.push(record);
     }
 }
+
+/// The count with its noun, for messages: `1 attempt`, `3 attempts`.
+///
+/// ```
+/// use scrapewell_core::retry::Attempts;
+///
+/// let attempts = Attempts::of(&http::Response::new(()));
+/// assert_eq!(format!("after {attempts}"), "after 1 attempt");
+/// ```
+impl fmt::Display for Attempts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let noun = if self.count == 1 {
+            "attempt"
+        } else {
+            "attempts"
+        };
+        write!(f, "{} {noun}", self.count)
+    }
+}

@@ -547,12 +547,17 @@ async fn exhausted_429_is_a_rate_limited_error() {
         ],
     )
     .await;
-    match call.await.unwrap() {
-        Err(RetryError::RateLimited {
+    let error = call.await.unwrap().unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "rate limited (429 Too Many Requests) after 2 attempts"
+    );
+    match error {
+        RetryError::RateLimited {
             status,
             retry_after,
             attempts,
-        }) => {
+        } => {
             assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
             assert_eq!(retry_after, Some(Duration::from_secs(1)));
             assert_eq!(attempts.count(), 2);
