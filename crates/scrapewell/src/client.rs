@@ -21,7 +21,7 @@ use crate::transport::{HttpSettings, Outgoing, Transport, TransportConfig};
 use crate::{Error, IntoUrl, RequestBuilder, Update};
 
 /// The layers every request goes through, outermost first.
-pub(crate) type Stack = Idempotency<Retry<RateLimit<AttemptTimeout<BlockDetect<Transport>>>>>;
+type Stack = Idempotency<Retry<RateLimit<AttemptTimeout<BlockDetect<Transport>>>>>;
 pub(crate) type StackFuture = <Stack as Service<http::Request<Outgoing>>>::Future;
 
 /// A scraping client: reqwest underneath, with conflict-aware retries, idempotency keys and a
@@ -133,8 +133,14 @@ impl Client {
         RequestBuilder::new(self.clone(), method, url.into_url())
     }
 
-    pub(crate) fn stack(&self) -> Stack {
-        self.inner.stack.clone()
+    /// Starts `request` through the layers. The stack is not cloned for it: the idempotency
+    /// layer writes its key, and the retry future takes its own clone of the layers within.
+    /// Inlined, so that the future is built where it is boxed rather than copied there.
+    #[inline(always)]
+    pub(crate) fn call(&self, mut request: http::Request<Outgoing>) -> StackFuture {
+        let stack = &self.inner.stack;
+        stack.add_key(&mut request);
+        stack.get_ref().call_shared(request)
     }
 
     pub(crate) fn keys(&self) -> &KeySettings {

@@ -16,13 +16,12 @@ use scrapewell_core::retry::{Attempts, ReceiveBlocked, RetryError, RetryOverride
 use scrapewell_core::timeout::AttemptTimeoutOverride;
 use scrapewell_core::try_clone_request;
 use serde::Serialize;
-use tower::Service;
 use tracing::Instrument;
 use tracing::instrument::Instrumented;
 use url::Url;
 
 use crate::block::{AfterBlock, WhileCooling, host_key};
-use crate::client::{Stack, StackFuture};
+use crate::client::StackFuture;
 use crate::origins;
 use crate::transport::{Outgoing, ReadMode};
 use crate::{Body, Client, Error, Response};
@@ -329,7 +328,6 @@ impl RequestBuilder {
     pub fn send(self) -> Pending {
         let inner = match self.into_http() {
             Ok((request, max_body, client)) => {
-                let mut stack = client.stack();
                 let span = tracing::info_span!(
                     "request",
                     method = %request.method(),
@@ -337,12 +335,12 @@ impl RequestBuilder {
                     path = %LoggedTarget(&request.body().url),
                 );
                 if client.blocking().guards(&request.body().url) {
-                    let send = guarded(client.clone(), stack, request, max_body);
+                    let send = guarded(client.clone(), request, max_body);
                     PendingState::Guarded(Box::pin(send.instrument(span)))
                 } else {
                     let url = Arc::clone(&request.body().url);
                     PendingState::Sending {
-                        future: Box::pin(stack.call(request).instrument(span)),
+                        future: Box::pin(client.call(request).instrument(span)),
                         max_body,
                         client,
                         url,
@@ -474,7 +472,6 @@ enum PendingState {
 /// identity its hook hands out, never with the one that was blocked.
 async fn guarded(
     client: Client,
-    mut stack: Stack,
     mut request: http::Request<Outgoing>,
     max_body: u64,
 ) -> Result<Response, Error> {
@@ -501,7 +498,7 @@ async fn guarded(
             .rotator()
             .filter(|_| rotations < blocking.max_rotations)
             .and_then(|rotate| Some((rotate, try_clone_request(&request)?)));
-        let error = match stack.call(request).await {
+        let error = match client.call(request).await {
             Ok(response) => return Ok(Response::from_http(response, max_body)),
             Err(error) => error,
         };

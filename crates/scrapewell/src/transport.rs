@@ -197,10 +197,6 @@ impl HttpSettings {
         &self,
         proxy: Option<&ProxyUrl>,
     ) -> Result<reqwest::Client, reqwest::Error> {
-        self.builder(proxy)?.build()
-    }
-
-    fn builder(&self, proxy: Option<&ProxyUrl>) -> Result<reqwest::ClientBuilder, reqwest::Error> {
         let mut builder = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             // The retry layer is the one place retries are decided: reqwest's own (HTTP/2
@@ -221,7 +217,7 @@ impl HttpSettings {
         if self.http2_prior_knowledge {
             builder = builder.http2_prior_knowledge();
         }
-        Ok(builder)
+        builder.build()
     }
 }
 
@@ -254,25 +250,31 @@ pub(crate) struct TransportConfig {
     pub(crate) settings: HttpSettings,
 }
 
+/// Clones share one allocation: the stack is cloned for each request and again by the retry
+/// layer, and a clone here is then one reference count, not three.
 #[derive(Debug, Clone)]
-pub(crate) struct Transport {
+pub(crate) struct Transport(Arc<TransportShared>);
+
+#[derive(Debug)]
+struct TransportShared {
     http: reqwest::Client,
-    config: Arc<TransportConfig>,
-    via_proxy: Arc<Mutex<HashMap<ProxyUrl, reqwest::Client>>>,
+    config: TransportConfig,
+    via_proxy: Mutex<HashMap<ProxyUrl, reqwest::Client>>,
 }
 
 impl Transport {
     pub(crate) fn new(config: TransportConfig) -> Result<Self, reqwest::Error> {
-        Ok(Transport {
+        Ok(Transport(Arc::new(TransportShared {
             http: config.settings.build(None)?,
-            config: Arc::new(config),
-            via_proxy: Arc::default(),
-        })
+            config,
+            via_proxy: Mutex::default(),
+        })))
     }
 
     /// The reqwest client for `proxy`, made on first use.
     fn client_via(&self, proxy: &ProxyUrl) -> Result<reqwest::Client, TransportError> {
         let mut clients = self
+            .0
             .via_proxy
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
@@ -280,6 +282,7 @@ impl Transport {
             return Ok(client.clone());
         }
         let client = self
+            .0
             .config
             .settings
             .build(Some(proxy))
@@ -302,23 +305,25 @@ impl Service<http::Request<Outgoing>> for Transport {
     }
 
     fn call(&mut self, request: http::Request<Outgoing>) -> Self::Future {
-        let http = match &request.body().proxy {
-            None => self.http.clone(),
+        let via_proxy = match &request.body().proxy {
+            None => None,
             Some(proxy) => match self.client_via(proxy) {
-                Ok(http) => http,
+                Ok(http) => Some(http),
                 Err(error) => return Box::pin(std::future::ready(Err(error))),
             },
         };
-        let config = Arc::clone(&self.config);
-        Box::pin(exchange(http, config, request))
+        Box::pin(exchange(Arc::clone(&self.0), via_proxy, request))
     }
 }
 
+/// One attempt over the client's reqwest client, or over `via_proxy` for a proxied request.
 async fn exchange(
-    http: reqwest::Client,
-    config: Arc<TransportConfig>,
+    shared: Arc<TransportShared>,
+    via_proxy: Option<reqwest::Client>,
     request: http::Request<Outgoing>,
 ) -> Result<http::Response<ResponseBody>, TransportError> {
+    let http = via_proxy.as_ref().unwrap_or(&shared.http);
+    let config = &shared.config;
     // Only these outlive the first await: the rest of the request (its `Uri`, its extensions)
     // is dropped here rather than carried in the future's state. That state is boxed on every
     // attempt; at 856 bytes (it was 1,304) the allocator serves it from its per-thread cache.
@@ -351,7 +356,7 @@ async fn exchange(
             replay: &mut replay,
             body: &mut body,
         };
-        if !next_request.follow(&response, &next, &config) {
+        if !next_request.follow(&response, &next, config) {
             break response;
         }
         url = Arc::new(next);
@@ -635,9 +640,10 @@ mod tests {
             seen.fetch_add(1, Ordering::SeqCst);
             (answer(stream), Then::Close)
         }));
-        let settings = config().settings;
-        let http = settings.builder(None).unwrap().http2_prior_knowledge();
-        let attempt = exchange(http.build().unwrap(), Arc::new(config()), get(&url));
+        let mut config = config();
+        config.settings.http2_prior_knowledge = true;
+        let transport = Transport::new(config).unwrap();
+        let attempt = exchange(transport.0, None, get(&url));
         let error = attempt.await.unwrap_err();
         server.abort();
         (error, requests.load(Ordering::SeqCst))
@@ -722,11 +728,7 @@ mod tests {
         // glibc serves allocations of up to 1,032 bytes from a per-thread cache; a larger box,
         // made on every attempt, takes its slow path (about 400 instructions more).
         let transport = Transport::new(config()).unwrap();
-        let attempt = exchange(
-            transport.http.clone(),
-            transport.config,
-            get("http://127.0.0.1/"),
-        );
+        let attempt = exchange(transport.0, None, get("http://127.0.0.1/"));
         assert!(
             std::mem::size_of_val(&attempt) <= 1032,
             "{} bytes",

@@ -130,13 +130,33 @@ where
 
     #[inline(always)]
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        self.add_key(&mut request);
+        self.inner.call(request)
+    }
+}
+
+impl<S> Idempotency<S> {
+    /// Gives `request` the key [`Service::call`] would, without calling the inner service:
+    /// for a caller that calls it through another way, such as
+    /// [`Retry::call_shared`](crate::retry::Retry::call_shared).
+    ///
+    /// ```
+    /// use scrapewell_core::idempotency::Idempotency;
+    ///
+    /// let layer = Idempotency::new(());
+    /// let mut post = http::Request::post("http://127.0.0.1/orders").body(bytes::Bytes::new()).unwrap();
+    /// layer.add_key(&mut post);
+    /// assert!(post.headers().contains_key("idempotency-key"));
+    /// ```
+    #[inline(always)]
+    pub fn add_key<B: ReplayBody>(&self, request: &mut Request<B>) {
         let config = &*self.config;
         if config.enabled
             && matches!(*request.method(), Method::POST | Method::PATCH)
             && request.extensions().get::<WithoutKey>().is_none()
         {
             if !request.headers().contains_key(&config.header) {
-                let generated = key::generate(&request, config.strategy, config.format);
+                let generated = key::generate(request, config.strategy, config.format);
                 request
                     .headers_mut()
                     .insert(config.header.clone(), generated);
@@ -149,7 +169,6 @@ where
                 request.extensions_mut().insert(IdempotencyKey(value));
             }
         }
-        self.inner.call(request)
     }
 }
 

@@ -111,6 +111,44 @@ impl<S, C> Retry<S, C> {
     }
 }
 
+impl<S, C> Retry<S, C> {
+    /// Starts a request as [`Service::call`] does, through a shared reference: the call
+    /// changes nothing in the service (the future takes its own clone of the inner service and
+    /// of the policy). A caller that keeps the service behind an `Arc` need not clone it first.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use bytes::Bytes;
+    /// use http::{Request, Response};
+    /// use scrapewell_core::retry::{Retry, RetryPolicy};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let echo = tower::service_fn(|request: Request<Bytes>| async move {
+    ///     Ok::<_, tower::BoxError>(Response::new(request.into_body()))
+    /// });
+    /// let shared = Arc::new(Retry::new(echo, RetryPolicy::default()));
+    /// let request = Request::get("http://127.0.0.1/").body(Bytes::from("page")).unwrap();
+    /// let response = shared.call_shared(request).await.unwrap();
+    /// assert_eq!(response.into_body(), "page");
+    /// # }
+    /// ```
+    #[inline(always)]
+    pub fn call_shared<ReqB, ResB>(
+        &self,
+        request: Request<ReqB>,
+    ) -> ResponseFuture<S, S::Future, C, ReqB>
+    where
+        S: Service<Request<ReqB>, Response = Response<ResB>> + Clone + Send + 'static,
+        S::Future: Send,
+        S::Error: Send + 'static,
+        C: Classify<ResB, S::Error>,
+        ReqB: ReplayBody + Send + 'static,
+        ResB: InspectBody + Send + 'static,
+    {
+        ResponseFuture::new(self.inner.clone(), Arc::clone(&self.policy), request)
+    }
+}
+
 impl<S: Clone, C> Clone for Retry<S, C> {
     fn clone(&self) -> Self {
         Retry {
@@ -141,7 +179,7 @@ where
 
     #[inline(always)]
     fn call(&mut self, request: Request<ReqB>) -> Self::Future {
-        ResponseFuture::new(self.inner.clone(), Arc::clone(&self.policy), request)
+        self.call_shared(request)
     }
 }
 
