@@ -17,7 +17,6 @@ use scrapewell_core::timeout::AttemptTimeoutOverride;
 use scrapewell_core::try_clone_request;
 use serde::Serialize;
 use tracing::Instrument;
-use tracing::instrument::Instrumented;
 use url::Url;
 
 use crate::block::{AfterBlock, WhileCooling, host_key};
@@ -51,7 +50,8 @@ use crate::{Body, Client, Error, Response};
 pub struct RequestBuilder {
     client: Client,
     method: Method,
-    url: Result<Url, Error>,
+    // The errors are boxed: a builder is moved by every method, and those errors are rare.
+    url: Result<Url, Box<Error>>,
     headers: HeaderMap,
     body: Body,
     overrides: Option<RetryOverrides>,
@@ -60,7 +60,7 @@ pub struct RequestBuilder {
     without_key: bool,
     receive_blocked: bool,
     version_in_body: bool,
-    error: Option<Error>,
+    error: Option<Box<Error>>,
 }
 
 /// Something that can be turned into a URL: `&str`, `String` or [`Url`].
@@ -121,7 +121,7 @@ impl RequestBuilder {
         RequestBuilder {
             client,
             method,
-            url,
+            url: url.map_err(Box::new),
             headers: HeaderMap::new(),
             body: Body::empty(),
             overrides: None,
@@ -340,7 +340,8 @@ impl RequestBuilder {
                 } else {
                     let url = Arc::clone(&request.body().url);
                     PendingState::Sending {
-                        future: Box::pin(client.call(request).instrument(span)),
+                        future: Box::pin(client.call(request)),
+                        span,
                         max_body,
                         client,
                         url,
@@ -376,9 +377,9 @@ impl RequestBuilder {
             error,
         } = self;
         if let Some(error) = error {
-            return Err(error);
+            return Err(*error);
         }
-        let url = Arc::new(url?);
+        let url = Arc::new(url.map_err(|error| *error)?);
         let uri = uri_of(&url).map_err(|e| Error::invalid(format!("invalid URL: {e}")))?;
         let mut request = http::Request::new(Outgoing {
             body,
@@ -419,7 +420,7 @@ impl RequestBuilder {
 
     /// Keeps the first error: it is the one the caller should fix first.
     fn fail(&mut self, error: Error) {
-        self.error.get_or_insert(error);
+        self.error.get_or_insert_with(|| Box::new(error));
     }
 }
 
@@ -457,7 +458,10 @@ enum PendingState {
     /// The common case: straight through the layers.
     Sending {
         /// Boxed once here: the layers' futures are written by hand and kept inline.
-        future: Pin<Box<Instrumented<StackFuture>>>,
+        future: Pin<Box<StackFuture>>,
+        /// Entered while the future is polled. Kept beside it rather than wrapped around it
+        /// (`Instrumented`), which would copy the future once more on its way into the box.
+        span: tracing::Span,
         max_body: u64,
         client: Client,
         /// Where it goes: the host cools down under this URL's key if the request is blocked.
@@ -538,10 +542,11 @@ impl Future for Pending {
             },
             PendingState::Sending {
                 future,
+                span,
                 max_body,
                 client,
                 url,
-            } => match future.as_mut().poll(cx) {
+            } => match span.in_scope(|| future.as_mut().poll(cx)) {
                 Poll::Ready(Ok(response)) => {
                     Poll::Ready(Ok(Response::from_http(response, *max_body)))
                 }
