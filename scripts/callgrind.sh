@@ -13,6 +13,7 @@
 #   N=500 L=3 scripts/callgrind.sh
 #   C=64 N=2000 scripts/callgrind.sh  # 64 requests in flight at once
 #   scripts/callgrind.sh ratelimit    # the rate limiter alone, over a no-op service, one host
+#   scripts/callgrind.sh footprint    # the code each request runs through, in cache lines
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${N:-1000}
@@ -53,6 +54,50 @@ if [ "${1:-}" = ratelimit ]; then
 fi
 
 bench=$(built overhead)
+
+if [ "${1:-}" = footprint ]; then
+    # The 64-byte lines of code holding an instruction that ran at least once a request (N
+    # requests, one layout): what a request must bring into the instruction cache. A client that
+    # sleeps between requests wakes with cold caches, and pays for each of these lines again.
+    printf '%-20s %16s %10s %10s\n' client lines/request KiB "vs first"
+    base=""
+    for client in reqwest scrapewell reqwest-middleware; do
+        file="$out/footprint-$client"
+        valgrind --tool=callgrind --dump-instr=yes --collect-atstart=no \
+            --toggle-collect='overhead::counted' --callgrind-out-file="$file" "$bench" \
+            --callgrind "$client" --requests "$n" --concurrency "$concurrency" \
+            >/dev/null 2>"$file.log"
+        # Positions are absolute (hex), relative to the last (+N, -N) or the last (*); the cost
+        # after a `calls=` line is the callee's, not its call instruction's. mawk keeps numbers
+        # as doubles and prints large ones rounded: keys are written out with %.0f.
+        lines=$(awk -v runs="$n" '
+            function hex(s,   v, i) {
+                v = 0
+                s = tolower(substr(s, 3))
+                for (i = 1; i <= length(s); i++) v = v * 16 + index("0123456789abcdef", substr(s, i, 1)) - 1
+                return v
+            }
+            /^calls=/ { call = 1; next }
+            /^[0-9+*-]/ {
+                if ($1 == "*") at = last
+                else if ($1 ~ /^[+]/) at = last + substr($1, 2)
+                else if ($1 ~ /^-/) at = last - substr($1, 2)
+                else at = hex($1)
+                last = at
+                if (call) { call = 0; next }
+                ran[sprintf("%.0f", at)] += $3
+            }
+            END {
+                for (at in ran) if (ran[at] >= runs) line[sprintf("%.0f", int(at / 64))] = 1
+                for (l in line) count++
+                print count
+            }' "$file")
+        [ -n "$base" ] || base=$lines
+        printf '%-20s %16d %10d %+9.1f%%\n' "$client" "$lines" $((lines * 64 / 1024)) \
+            "$(echo "($lines - $base) * 100 / $base" | bc -l)"
+    done
+    exit 0
+fi
 
 count() { # client requests layout -> total instructions
     local file="$out/$1-$2-$3"
