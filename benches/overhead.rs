@@ -4,6 +4,7 @@
 //! cargo bench -p scrapewell-benches --bench overhead                       # the ratio table
 //! cargo bench -p scrapewell-benches --bench overhead -- --requests 50000   # longer rounds
 //! scripts/callgrind.sh                                             # instructions per request
+//! scripts/callgrind.sh footprint                                   # lines of code per request
 //! ```
 //!
 //! The server (the mock's `/bytes/1024`: 1 KiB bodies, so no retry is ever triggered) runs in a
