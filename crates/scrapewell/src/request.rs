@@ -335,7 +335,7 @@ impl RequestBuilder {
                     path = %LoggedTarget(&request.body().url),
                 );
                 if client.blocking().guards(&request.body().url) {
-                    let send = guarded(client.clone(), request, max_body);
+                    let send = guarded(client, request, max_body);
                     PendingState::Guarded(Box::pin(send.instrument(span)))
                 } else {
                     let url = Arc::clone(&request.body().url);

@@ -250,8 +250,8 @@ pub(crate) struct TransportConfig {
     pub(crate) settings: HttpSettings,
 }
 
-/// Clones share one allocation: the stack is cloned for each request and again by the retry
-/// layer, and a clone here is then one reference count, not three.
+/// Clones share one allocation: the retry layer clones its inner layers into each request's
+/// future, and a clone here is then one reference count, not three.
 #[derive(Debug, Clone)]
 pub(crate) struct Transport(Arc<TransportShared>);
 

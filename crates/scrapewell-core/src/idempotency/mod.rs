@@ -113,29 +113,7 @@ impl<S> Idempotency<S> {
     pub fn into_inner(self) -> S {
         self.inner
     }
-}
 
-impl<S, B> Service<Request<B>> for Idempotency<S>
-where
-    S: Service<Request<B>>,
-    B: ReplayBody,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = S::Future;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    #[inline(always)]
-    fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        self.add_key(&mut request);
-        self.inner.call(request)
-    }
-}
-
-impl<S> Idempotency<S> {
     /// Gives `request` the key [`Service::call`] would, without calling the inner service:
     /// for a caller that calls it through another way, such as
     /// [`Retry::call_shared`](crate::retry::Retry::call_shared).
@@ -169,6 +147,26 @@ impl<S> Idempotency<S> {
                 request.extensions_mut().insert(IdempotencyKey(value));
             }
         }
+    }
+}
+
+impl<S, B> Service<Request<B>> for Idempotency<S>
+where
+    S: Service<Request<B>>,
+    B: ReplayBody,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    #[inline(always)]
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        self.add_key(&mut request);
+        self.inner.call(request)
     }
 }
 

@@ -109,9 +109,7 @@ impl<S, C> Retry<S, C> {
     pub fn into_inner(self) -> S {
         self.inner
     }
-}
 
-impl<S, C> Retry<S, C> {
     /// Starts a request as [`Service::call`] does, through a shared reference: the call
     /// changes nothing in the service (the future takes its own clone of the inner service and
     /// of the policy). A caller that keeps the service behind an `Arc` need not clone it first.
