@@ -31,6 +31,10 @@ built() { # bench -> the path of its executable, wherever CARGO_TARGET_DIR puts 
     echo "$path"
 }
 
+vs_first() { # count first -> how much more than first, in percent
+    echo "($1 - $2) * 100 / $2" | bc -l
+}
+
 if [ "${1:-}" = ratelimit ]; then
     bench=$(built ratelimit)
     count() { # client requests -> total instructions
@@ -48,7 +52,7 @@ if [ "${1:-}" = ratelimit ]; then
         per=$(( (large - small) / n ))
         [ -n "$base" ] || base=$per
         printf '%-20s %16d %+11.1f%% %+12d\n' "$client" "$per" \
-            "$(echo "($per - $base) * 100 / $base" | bc -l)" $((per - base))
+            "$(vs_first "$per" "$base")" $((per - base))
     done
     exit 0
 fi
@@ -58,7 +62,7 @@ bench=$(built overhead)
 if [ "${1:-}" = footprint ]; then
     # The 64-byte lines of code holding an instruction that ran at least once a request (N
     # requests, one layout): what a request must bring into the instruction cache. A client that
-    # sleeps between requests wakes with cold caches, and pays for each of these lines again.
+    # sleeps between requests can wake with cold caches, and fetch each of these lines again.
     printf '%-20s %16s %10s %10s\n' client lines/request KiB "vs first"
     base=""
     for client in reqwest scrapewell reqwest-middleware; do
@@ -67,7 +71,7 @@ if [ "${1:-}" = footprint ]; then
             --toggle-collect='overhead::counted' --callgrind-out-file="$file" "$bench" \
             --callgrind "$client" --requests "$n" --concurrency "$concurrency" \
             >/dev/null 2>"$file.log"
-        # Positions are absolute (hex), relative to the last (+N, -N) or the last (*); the cost
+        # Positions are absolute (hex), relative to the last (+N, -N) or the same as the last (*); the cost
         # after a `calls=` line is the callee's, not its call instruction's. mawk keeps numbers
         # as doubles and prints large ones rounded: keys are written out with %.0f.
         lines=$(awk -v runs="$n" '
@@ -94,7 +98,7 @@ if [ "${1:-}" = footprint ]; then
             }' "$file")
         [ -n "$base" ] || base=$lines
         printf '%-20s %16d %10d %+9.1f%%\n' "$client" "$lines" $((lines * 64 / 1024)) \
-            "$(echo "($lines - $base) * 100 / $base" | bc -l)"
+            "$(vs_first "$lines" "$base")"
     done
     exit 0
 fi
@@ -121,6 +125,6 @@ for client in reqwest scrapewell reqwest-middleware; do
     median=$(echo "$counts" | sed -n "$(( (layouts + 1) / 2 ))p")
     [ -n "$base" ] || base=$median
     printf '%-20s %16d %+9.1f%% %22s\n' "$client" "$median" \
-        "$(echo "($median - $base) * 100 / $base" | bc -l)" \
+        "$(vs_first "$median" "$base")" \
         "$(echo "$counts" | head -n 1) to $(echo "$counts" | tail -n 1)"
 done
