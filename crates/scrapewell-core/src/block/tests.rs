@@ -273,6 +273,26 @@ async fn a_body_that_fails_while_peeked_yields_the_prefix_then_the_error() {
 }
 
 #[tokio::test]
+async fn trailers_met_while_peeked_still_reach_the_caller() {
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+    let frames = futures_util::stream::iter(vec![
+        Ok::<_, Infallible>(Frame::data(Bytes::from_static(b"<html>fine</html>"))),
+        Ok(Frame::trailers(trailers.clone())),
+    ]);
+    let response = Response::builder()
+        .status(403)
+        .header("content-type", "text/html")
+        .body(StreamBody::new(frames))
+        .unwrap();
+    let response = detect(response).await;
+    assert!(response.body().is_peeked());
+    let collected = response.into_body().collect().await.unwrap();
+    assert_eq!(collected.trailers(), Some(&trailers));
+    assert_eq!(&collected.to_bytes()[..], b"<html>fine</html>");
+}
+
+#[tokio::test]
 async fn a_body_the_detector_does_not_need_is_not_read() {
     let response = Response::builder()
         .status(200)
