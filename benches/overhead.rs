@@ -5,7 +5,14 @@
 //! cargo bench -p scrapewell-benches --bench overhead -- --requests 50000   # longer rounds
 //! scripts/callgrind.sh                                             # instructions per request
 //! scripts/callgrind.sh footprint                                   # lines of code per request
+//! C=64 scripts/callgrind.sh cache                                  # cache misses per request
 //! ```
+//!
+//! Beside bare reqwest, scrapewell and reqwest-middleware + reqwest-retry, `http-round-trip` is
+//! bare reqwest behind the seam any stack of tower layers over it needs: the request built as an
+//! `http::Request`, turned into a `reqwest::Request`, the answer turned back into an
+//! `http::Response` and its body collected. It tells what the seam costs from what the layers
+//! cost.
 //!
 //! The server (the mock's `/bytes/1024`: 1 KiB bodies, so no retry is ever triggered) runs in a
 //! child process of this binary, so its work is not counted. The clients run on a
@@ -29,7 +36,13 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 
-const CLIENTS: [&str; 3] = ["reqwest", "scrapewell", "reqwest-middleware"];
+/// The clients compared; every ratio is against the first.
+const CLIENTS: [&str; 4] = [
+    "reqwest",
+    "scrapewell",
+    "reqwest-middleware",
+    "http-round-trip",
+];
 /// Every client sends the same User-Agent (scrapewell sets one by default), so that the
 /// comparison counts the layers, not a header.
 const USER_AGENT: &str = concat!("scrapewell/", env!("CARGO_PKG_VERSION"));
@@ -39,6 +52,7 @@ enum Client {
     Bare(reqwest::Client),
     Scrapewell(scrapewell::Client),
     Middleware(reqwest_middleware::ClientWithMiddleware),
+    HttpRoundTrip(reqwest::Client),
 }
 
 impl Client {
@@ -54,6 +68,7 @@ impl Client {
                     .build()
                     .expect("client"),
             ),
+            "http-round-trip" => Client::HttpRoundTrip(reqwest_client()),
             _ => {
                 let policy = reqwest_retry::policies::ExponentialBackoff::builder()
                     .build_with_max_retries(3);
@@ -94,6 +109,18 @@ impl Client {
                 .bytes()
                 .await
                 .expect("body"),
+            Client::HttpRoundTrip(client) => {
+                let request = http::Request::get(url)
+                    .body(bytes::Bytes::new())
+                    .expect("request");
+                let request = reqwest::Request::try_from(request).expect("reqwest request");
+                let response = client.execute(request).await.expect("http round trip");
+                let response = http::Response::<reqwest::Body>::from(response);
+                http_body_util::BodyExt::collect(response.into_body())
+                    .await
+                    .expect("body")
+                    .to_bytes()
+            }
         };
         body.len()
     }
