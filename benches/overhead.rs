@@ -17,8 +17,11 @@
 //! The server (the mock's `/bytes/1024`: 1 KiB bodies, so no retry is ever triggered) runs in a
 //! child process of this binary, so its work is not counted. The clients run on a
 //! current-thread tokio runtime; CPU time is read from `/proc/self/task/*/schedstat`
-//! (nanoseconds, every thread of this process). Rounds alternate the clients so that drift on a
-//! shared machine falls on all of them alike; the table shows the median round.
+//! (nanoseconds, every thread of this process). Each round runs every client once, in an order
+//! that turns from round to round, and each client's cost is taken against bare reqwest's in the
+//! same round: the table shows the median of those differences and ratios over the rounds, and
+//! the range of the throughput ratio, so that drift on a shared machine cancels out and what is
+//! left of the noise shows.
 //!
 //! `--callgrind CLIENT --requests N` runs N requests at concurrency 1 with one client and exits,
 //! for `valgrind --tool=callgrind` to count (or `perf record` to sample; `--concurrency C` for
@@ -46,7 +49,7 @@ const CLIENTS: [&str; 4] = [
 /// Every client sends the same User-Agent (scrapewell sets one by default), so that the
 /// comparison counts the layers, not a header.
 const USER_AGENT: &str = concat!("scrapewell/", env!("CARGO_PKG_VERSION"));
-const ROUNDS: usize = 5;
+const ROUNDS: usize = 7;
 
 enum Client {
     Bare(reqwest::Client),
@@ -268,10 +271,18 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
 
-    println!("{requests} GETs of 1 KiB per round, {ROUNDS} rounds, median round shown\n");
     println!(
-        "{:<20} {:>5} {:>14} {:>12} {:>14} {:>12}",
-        "client", "conc.", "CPU/request", "vs reqwest", "requests/s", "vs reqwest"
+        "{requests} GETs of 1 KiB per round, {ROUNDS} rounds; medians, each round against reqwest's\n"
+    );
+    println!(
+        "{:<20} {:>5} {:>14} {:>12} {:>14} {:>12} {:>16}",
+        "client",
+        "conc.",
+        "CPU/request",
+        "vs reqwest",
+        "requests/s",
+        "vs reqwest",
+        "range over rounds"
     );
     for concurrency in [1, 64] {
         let clients: Vec<Client> = CLIENTS.iter().map(|name| Client::new(name)).collect();
@@ -290,17 +301,19 @@ fn main() -> ExitCode {
                 }
             }
         });
-        let base_cpu = median(cpu[0].clone());
-        let base_rate = median(rate[0].clone());
         for (i, name) in CLIENTS.iter().enumerate() {
-            let c = median(cpu[i].clone());
-            let q = median(rate[i].clone());
+            let extra_cpu: Vec<f64> = cpu[i].iter().zip(&cpu[0]).map(|(c, b)| c - b).collect();
+            let ratios: Vec<f64> = rate[i].iter().zip(&rate[0]).map(|(q, b)| q / b).collect();
+            let lowest = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+            let highest = ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max);
             println!(
-                "{name:<20} {concurrency:>5} {:>11.2} µs {:>+9.2} µs {:>14.0} {:>11.3}×",
-                c / 1000.0,
-                (c - base_cpu) / 1000.0,
-                q,
-                q / base_rate
+                "{name:<20} {concurrency:>5} {:>11.2} µs {:>+9.2} µs {:>14.0} {:>11.3}× {:>7.3}–{:.3}×",
+                median(cpu[i].clone()) / 1000.0,
+                median(extra_cpu) / 1000.0,
+                median(rate[i].clone()),
+                median(ratios),
+                lowest,
+                highest
             );
         }
     }
