@@ -89,6 +89,19 @@ pub use state::{LimitStats, Stats};
 
 /// A running mock server on a loopback port. Dropping it stops the server and every
 /// connection it holds.
+///
+/// # Example
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> std::io::Result<()> {
+/// let server = scrapewell_mock::MockServer::start().await?;
+/// // Each scenario is keyed by an id: concurrent tests each use their own.
+/// let flaky = server.url("/flaky/my-test?fail=2&status=503&retry_after=1");
+/// assert!(flaky.starts_with(&server.base_url()));
+/// assert_eq!(server.hits("/flaky/my-test"), 0);
+/// drop(server);
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct MockServer {
     addr: SocketAddr,

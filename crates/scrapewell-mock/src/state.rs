@@ -13,6 +13,35 @@ use crate::documents::Documents;
 const ARRIVALS_KEPT: usize = 1024;
 
 /// What the server has seen, for tests to assert on.
+///
+/// # Example
+///
+/// ```
+/// use std::io::{Read, Write};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> std::io::Result<()> {
+/// let server = scrapewell_mock::MockServer::start().await?;
+/// let addr = server.url("").trim_start_matches("http://").to_owned();
+/// // The same order sent twice without an idempotency key: the second create is a duplicate.
+/// for _ in 0..2 {
+///     let addr = addr.clone();
+///     tokio::task::spawn_blocking(move || {
+///         let mut stream = std::net::TcpStream::connect(&addr)?;
+///         let body = r#"{"ref":"r-7"}"#;
+///         write!(
+///             stream,
+///             "POST /orders HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\n\
+///              content-length: {}\r\nconnection: close\r\n\r\n{body}",
+///             body.len()
+///         )?;
+///         stream.read_to_end(&mut Vec::new())
+///     })
+///     .await??;
+/// }
+/// let stats = server.stats();
+/// assert_eq!((stats.creates, stats.distinct_refs, stats.duplicate_creates), (2, 1, 1));
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Stats {

@@ -134,6 +134,21 @@ impl fmt::Debug for dyn Rotate {
 }
 
 /// What requests to a host do while it cools down after a block.
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use scrapewell::{Client, WhileCooling};
+///
+/// // A block page makes the host cool down for two minutes; requests to it wait that out.
+/// let client = Client::builder()
+///     .block_cool_down(Duration::from_secs(120))
+///     .while_cooling(WhileCooling::Wait)
+///     .build()
+///     .unwrap();
+/// # let _ = client;
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum WhileCooling {

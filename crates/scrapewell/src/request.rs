@@ -63,7 +63,20 @@ pub struct RequestBuilder {
     error: Option<Box<Error>>,
 }
 
-/// Something that can be turned into a URL: `&str`, `String` or [`Url`].
+/// Something that can be turned into a URL: `&str`, `String` or [`Url`]. Only `http` and
+/// `https` URLs with a host are accepted.
+///
+/// # Example
+///
+/// ```
+/// use scrapewell::IntoUrl;
+///
+/// assert!("https://example.com/a?b=c".into_url().is_ok());
+/// assert!(matches!(
+///     "ftp://example.com/file".into_url(),
+///     Err(scrapewell::Error::InvalidRequest { .. })
+/// ));
+/// ```
 pub trait IntoUrl {
     /// The URL, or the reason it is not one.
     fn into_url(self) -> Result<Url, Error>;
@@ -448,6 +461,18 @@ impl fmt::Debug for RequestBuilder {
 }
 
 /// A request on its way: resolves to the [`Response`] or the [`Error`].
+///
+/// # Example
+///
+/// ```no_run
+/// # async fn run() -> Result<(), scrapewell::Error> {
+/// let client = scrapewell::Client::new();
+/// let pending: scrapewell::Pending = client.get("http://127.0.0.1:8080/page/1").send();
+/// // Nothing is sent until the future is awaited (or polled by a task it was spawned on).
+/// let response = pending.await?;
+/// println!("{} after {}", response.status(), response.attempts());
+/// # Ok(()) }
+/// ```
 #[must_use = "a request is sent only when its future is awaited"]
 pub struct Pending {
     inner: PendingState,

@@ -24,6 +24,25 @@ use url::Url;
 use crate::body::{Body, BodyData, ResponseBody};
 
 /// What failed in one attempt, below the retry layer.
+///
+/// # Example
+///
+/// ```no_run
+/// use scrapewell::{Client, Error, TransportError};
+///
+/// # async fn run() {
+/// let client = Client::new();
+/// match client.get("http://127.0.0.1:9/").send().await {
+///     Err(Error::Transport { source: TransportError::Connect(_), attempts }) => {
+///         eprintln!("nothing listens there; gave up after {attempts}");
+///     }
+///     Err(Error::OutcomeUnknown { source: Some(TransportError::Body(_)), .. }) => {
+///         eprintln!("the body broke off after the request was sent");
+///     }
+///     other => drop(other),
+/// }
+/// # }
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TransportError {

@@ -18,6 +18,27 @@ use crate::request::{self, LoggedTarget};
 use crate::{Client, Error};
 
 /// Where a resource keeps the version a conditional write is checked against.
+///
+/// # Example
+///
+/// ```no_run
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::convert::Infallible;
+/// use scrapewell::VersionAt;
+///
+/// // CouchDB: the revision is the document's `_rev`, sent back in the body written.
+/// let client = scrapewell::Client::new();
+/// let updated = client
+///     .update("http://127.0.0.1:5984/shop/cart-7")
+///     .version_at(VersionAt::JsonMember("_rev".to_owned()))
+///     .apply_json(|mut doc: serde_json::Value| {
+///         doc["items"] = serde_json::json!(3);
+///         Ok::<_, Infallible>(Some(doc))
+///     })
+///     .await?;
+/// assert!(updated.written);
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum VersionAt {
@@ -79,7 +100,7 @@ pub struct Update {
     error: Option<Error>,
 }
 
-/// What an update did.
+/// What an update did (see [`Update`] for an example).
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Updated<T> {
@@ -96,6 +117,36 @@ pub struct Updated<T> {
 }
 
 /// Why an update failed: the edit's own error, or the client's.
+///
+/// # Example
+///
+/// ```no_run
+/// # async fn run() {
+/// use scrapewell::UpdateError;
+///
+/// #[derive(serde::Serialize, serde::Deserialize)]
+/// struct Stock {
+///     left: u32,
+/// }
+///
+/// let client = scrapewell::Client::new();
+/// let taken = client
+///     .update("http://127.0.0.1:8080/docs/stock")
+///     .apply_json(|mut stock: Stock| {
+///         if stock.left == 0 {
+///             return Err("sold out");
+///         }
+///         stock.left -= 1;
+///         Ok(Some(stock))
+///     })
+///     .await;
+/// match taken {
+///     Ok(updated) => println!("{} left", updated.value.left),
+///     Err(UpdateError::Edit(why)) => println!("nothing written: {why}"),
+///     Err(UpdateError::Request(error)) => println!("read or write failed: {error}"),
+/// }
+/// # }
+/// ```
 #[derive(Debug, thiserror::Error)]
 pub enum UpdateError<E> {
     /// The edit returned an error: the update stopped at once, before writing in that round.

@@ -41,11 +41,39 @@ pub use layer::BlockDetectLayer;
 pub use rules::{Rule, RuleError, RuleSet, Strength, Target};
 pub use verdict::{BlockKind, BlockVerdict, Evidence};
 
-/// Classifies the responses of the inner service (see the [module docs](self)).
+/// Classifies the responses of the inner service (see the [module docs](self)); made by
+/// [`BlockDetectLayer`], whose docs show it recognising a DataDome page.
 ///
 /// # Clone
 ///
 /// Clones share the detector.
+///
+/// # Example
+///
+/// ```
+/// use bytes::Bytes;
+/// use http::{Request, Response};
+/// use scrapewell_core::block::{BlockDetectLayer, BlockVerdict, Detector, PeekedBody};
+/// use tower::{ServiceBuilder, ServiceExt};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// // An ordinary page: no verdict, and the body passes through whole.
+/// let service = ServiceBuilder::new()
+///     .layer(BlockDetectLayer::new(Detector::default()))
+///     .service_fn(|_: Request<()>| async {
+///         let page = Response::builder()
+///             .header("content-type", "text/html")
+///             .body(http_body_util::Full::new(Bytes::from_static(b"<h1>Results</h1>")))
+///             .unwrap();
+///         Ok::<_, std::convert::Infallible>(page)
+///     });
+/// let response = service.oneshot(Request::new(())).await.unwrap();
+/// assert!(response.extensions().get::<BlockVerdict>().is_none());
+/// let body: PeekedBody<_> = response.into_body();
+/// let bytes = http_body_util::BodyExt::collect(body).await.unwrap().to_bytes();
+/// assert_eq!(&bytes[..], b"<h1>Results</h1>");
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct BlockDetect<S> {
     inner: S,

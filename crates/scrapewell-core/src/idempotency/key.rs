@@ -9,6 +9,26 @@ use uuid::Uuid;
 use crate::ReplayBody;
 
 /// How a key is chosen for a request that has none.
+///
+/// # Example
+///
+/// ```
+/// use bytes::Bytes;
+/// use http::Request;
+/// use scrapewell_core::idempotency::{Idempotency, IdempotencyLayer, KeyStrategy};
+/// use tower::Layer;
+///
+/// // Derived keys: the same create, sent again after a restart, carries the same key.
+/// let keys = IdempotencyLayer::new().strategy(KeyStrategy::Derived).layer(());
+/// let order = || {
+///     Request::post("http://127.0.0.1/orders").body(Bytes::from_static(b"ref=7")).unwrap()
+/// };
+/// let (mut first, mut again) = (order(), order());
+/// keys.add_key(&mut first);
+/// keys.add_key(&mut again);
+/// assert_eq!(first.headers()["idempotency-key"], again.headers()["idempotency-key"]);
+/// # let _: &Idempotency<()> = &keys;
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum KeyStrategy {
@@ -22,6 +42,23 @@ pub enum KeyStrategy {
 }
 
 /// How the key is written in the header.
+///
+/// # Example
+///
+/// ```
+/// use bytes::Bytes;
+/// use http::Request;
+/// use scrapewell_core::idempotency::{IdempotencyLayer, KeyFormat};
+/// use tower::Layer;
+///
+/// // Stripe-style bare tokens instead of the draft's quoted string.
+/// let keys = IdempotencyLayer::new().format(KeyFormat::Token).layer(());
+/// let mut request = Request::post("http://127.0.0.1/charges").body(Bytes::new()).unwrap();
+/// keys.add_key(&mut request);
+/// let key = request.headers()["idempotency-key"].to_str().unwrap();
+/// assert_eq!(key.len(), 36);
+/// assert!(!key.starts_with('"'));
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum KeyFormat {

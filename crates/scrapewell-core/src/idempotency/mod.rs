@@ -64,6 +64,33 @@ pub struct WithoutKey;
 /// # Clone
 ///
 /// The key settings sit behind an `Arc` shared by clones.
+///
+/// # Example
+///
+/// ```
+/// use bytes::Bytes;
+/// use http::{Request, Response};
+/// use scrapewell_core::idempotency::IdempotencyLayer;
+/// use tower::{ServiceBuilder, ServiceExt};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// // The inner service answers with the key it was sent, if any.
+/// let service = ServiceBuilder::new()
+///     .layer(IdempotencyLayer::new())
+///     .service_fn(|request: Request<Bytes>| async move {
+///         let key = request.headers().get("idempotency-key").cloned();
+///         Ok::<_, std::convert::Infallible>(Response::new(key))
+///     });
+/// let post = Request::post("http://127.0.0.1/orders").body(Bytes::new()).unwrap();
+/// let key = service.clone().oneshot(post).await.unwrap().into_body().unwrap();
+/// // A Structured Field string: a UUID v4 in quotes.
+/// assert_eq!(key.len(), 38);
+/// assert!(key.to_str().unwrap().starts_with('"'));
+///
+/// let get = Request::get("http://127.0.0.1/orders").body(Bytes::new()).unwrap();
+/// assert!(service.oneshot(get).await.unwrap().into_body().is_none());
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct Idempotency<S> {
     inner: S,

@@ -50,6 +50,23 @@ pub struct RateLimitLayer {
 }
 
 /// How requests are grouped into the hosts that share a budget.
+///
+/// # Example
+///
+/// ```
+/// use std::sync::Arc;
+/// use scrapewell_core::ratelimit::{HostTable, KeyBy, RateLimitLayer, TableSettings};
+///
+/// // One budget per API tenant, named by the first path segment; other paths go unlimited.
+/// let by_tenant = KeyBy::Custom(Arc::new(|uri: &http::Uri| {
+///     let host = uri.host()?;
+///     let tenant = uri.path().trim_start_matches('/').split('/').next()?;
+///     (!tenant.is_empty()).then(|| format!("{host}/{tenant}"))
+/// }));
+/// let table = Arc::new(HostTable::new(TableSettings::default()));
+/// let layer = RateLimitLayer::new(table).key_by(by_tenant);
+/// # let _ = layer;
+/// ```
 #[derive(Clone, Default)]
 #[non_exhaustive]
 pub enum KeyBy {

@@ -104,6 +104,35 @@ pub struct HostPaused {
 /// # Clone
 ///
 /// Clones share the quotas and the [`HostTable`].
+///
+/// # Example
+///
+/// ```
+/// use std::num::NonZeroU32;
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use http::{Request, Response, Uri};
+/// use scrapewell_core::ratelimit::{HostTable, Quota, RateLimitLayer, TableSettings};
+/// use tower::{ServiceBuilder, ServiceExt};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+/// let table = Arc::new(HostTable::new(TableSettings::default()));
+/// let service = ServiceBuilder::new()
+///     .layer(RateLimitLayer::new(table).default_quota(Quota::per_second(NonZeroU32::new(2).unwrap())))
+///     .service_fn(|_: Request<()>| async { Ok::<_, tower::BoxError>(Response::new(())) });
+/// let page = |n: u32| Request::get(format!("http://127.0.0.1/page/{n}")).body(()).unwrap();
+///
+/// // Two requests a second (a burst of two): the third waits half a second, and the fifth a
+/// // second, for its turn.
+/// let start = tokio::time::Instant::now();
+/// for n in 0..5 {
+///     service.clone().oneshot(page(n)).await.unwrap();
+/// }
+/// assert!(start.elapsed() >= Duration::from_millis(1000));
+/// let stats = service.host_stats(&Uri::from_static("http://127.0.0.1/")).unwrap();
+/// assert_eq!((stats.refusals, stats.in_flight), (0, 0));
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct RateLimit<S> {
     inner: S,

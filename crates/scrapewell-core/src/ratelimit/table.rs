@@ -51,6 +51,21 @@ pub struct HostTable {
 }
 
 /// The limits of a [`HostTable`] and how it adapts.
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use scrapewell_core::ratelimit::{HostTable, TableSettings};
+///
+/// // A crawler of many small sites: two requests at a time each, forgotten after a minute.
+/// let settings = TableSettings::default()
+///     .max_in_flight(2)
+///     .idle_ttl(Duration::from_secs(60))
+///     .max_hosts(1_000_000);
+/// let table = HostTable::new(settings);
+/// assert!(table.is_empty());
+/// ```
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct TableSettings {
@@ -193,7 +208,10 @@ pub(crate) fn name_words(bytes: &[u8]) -> impl Iterator<Item = u64> + '_ {
         .chain(padded)
 }
 
-/// What the table knows about a host, for reports.
+/// What the table knows about a host, for reports ([`RateLimit::host_stats`], whose docs have
+/// an example).
+///
+/// [`RateLimit::host_stats`]: super::RateLimit::host_stats
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct HostStats {

@@ -38,6 +38,16 @@ pub struct RetryBudget {
 }
 
 /// A retry budget's settings are out of range.
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use scrapewell_core::retry::{InvalidBudget, RetryBudget};
+///
+/// let error = RetryBudget::new(Duration::from_secs(3600), 10, 0.2).unwrap_err();
+/// assert_eq!(error, InvalidBudget::Ttl(Duration::from_secs(3600)));
+/// ```
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum InvalidBudget {

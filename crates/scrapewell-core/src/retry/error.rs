@@ -14,6 +14,38 @@ use crate::block::BlockVerdict;
 ///
 /// Deliberately exhaustive: a client that maps these to its own errors should fail to build
 /// when a failure is added, not map it to a wrong one.
+///
+/// # Example
+///
+/// ```
+/// use bytes::Bytes;
+/// use http::{Request, Response, StatusCode};
+/// use scrapewell_core::retry::{RetryError, RetryLayer, RetryPolicy};
+/// use tower::{ServiceBuilder, ServiceExt};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// // A duplicate create: a permanent 409 with problem details.
+/// let service = ServiceBuilder::new()
+///     .layer(RetryLayer::new(RetryPolicy::default()))
+///     .service_fn(|_: Request<Bytes>| async {
+///         let body = r#"{"title":"Order already exists","detail":"ref 7 was created before"}"#;
+///         let response = Response::builder()
+///             .status(StatusCode::CONFLICT)
+///             .header("content-type", "application/problem+json")
+///             .body(Bytes::from_static(body.as_bytes()))
+///             .unwrap();
+///         Ok::<_, std::io::Error>(response)
+///     });
+/// let request = Request::post("http://127.0.0.1/orders").body(Bytes::new()).unwrap();
+/// match service.oneshot(request).await {
+///     Err(RetryError::Conflict { problem: Some(problem), attempts, .. }) => {
+///         assert_eq!(problem.title.as_deref(), Some("Order already exists"));
+///         assert_eq!(attempts.count(), 1);
+///     }
+///     other => panic!("expected the conflict, got {other:?}"),
+/// }
+/// # }
+/// ```
 #[derive(Debug, thiserror::Error)]
 pub enum RetryError<E> {
     /// A permanent conflict (or a transient one that outlasted the attempts): never retried

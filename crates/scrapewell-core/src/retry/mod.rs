@@ -74,6 +74,43 @@ use crate::{InspectBody, ReplayBody};
 ///
 /// The policy (with its budget and jitter seed) sits behind an `Arc`: clones share it, so all
 /// clones of one service draw on one retry budget.
+///
+/// # Example
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::sync::atomic::{AtomicU32, Ordering};
+/// use bytes::Bytes;
+/// use http::{Request, Response, StatusCode};
+/// use scrapewell_core::retry::{Attempts, RetryLayer, RetryPolicy, RetryReason};
+/// use tower::{ServiceBuilder, ServiceExt};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+/// // A server that answers 503 once, then 200.
+/// let calls = Arc::new(AtomicU32::new(0));
+/// let seen = Arc::clone(&calls);
+/// let service = ServiceBuilder::new()
+///     .layer(RetryLayer::new(RetryPolicy::default()))
+///     .service_fn(move |_: Request<Bytes>| {
+///         let status = match seen.fetch_add(1, Ordering::SeqCst) {
+///             0 => StatusCode::SERVICE_UNAVAILABLE,
+///             _ => StatusCode::OK,
+///         };
+///         async move {
+///             let mut response = Response::new(Bytes::new());
+///             *response.status_mut() = status;
+///             Ok::<_, std::io::Error>(response)
+///         }
+///     });
+/// let request = Request::get("http://127.0.0.1/page").body(Bytes::new()).unwrap();
+/// let response = service.oneshot(request).await.unwrap();
+/// assert_eq!(response.status(), StatusCode::OK);
+/// let attempts = Attempts::of(&response);
+/// assert_eq!(attempts.count(), 2);
+/// assert_eq!(attempts.retries()[0].reason, RetryReason::Status(StatusCode::SERVICE_UNAVAILABLE));
+/// assert_eq!(calls.load(Ordering::SeqCst), 2);
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct Retry<S, C = ConflictAware> {
     inner: S,

@@ -113,6 +113,27 @@ pub struct Attempts {
 }
 
 /// One retry: after which attempt, why, and how long the layer waited before the next one.
+///
+/// # Example
+///
+/// ```
+/// use scrapewell_core::retry::{Attempts, RetryReason, TransientConflict};
+///
+/// // What a scraper might log after each request.
+/// fn report(attempts: &Attempts) {
+///     for retry in attempts.retries() {
+///         let why = match retry.reason {
+///             RetryReason::Status(status) => format!("status {status}"),
+///             RetryReason::Conflict(TransientConflict::RetryAfter) => "409 with Retry-After".into(),
+///             RetryReason::Conflict(_) => "a transient 409".into(),
+///             other => format!("{other}"),
+///         };
+///         let by = if retry.server_asked { "as the server asked" } else { "by backoff" };
+///         println!("attempt {} retried ({why}) after {:?}, {by}", retry.attempt, retry.delay);
+///     }
+/// }
+/// report(&Attempts::of(&http::Response::new(())));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RetryRecord {

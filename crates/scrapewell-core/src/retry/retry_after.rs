@@ -5,6 +5,17 @@ use std::time::{Duration, SystemTime};
 use http::HeaderValue;
 
 /// Why a `Retry-After` value was not used.
+///
+/// # Example
+///
+/// ```
+/// use std::time::SystemTime;
+/// use http::HeaderValue;
+/// use scrapewell_core::retry::{parse_retry_after, RetryAfterError};
+///
+/// let soon = parse_retry_after(&HeaderValue::from_static("soon"), SystemTime::now());
+/// assert_eq!(soon, Err(RetryAfterError::Malformed("soon".to_owned())));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum RetryAfterError {

@@ -40,7 +40,7 @@ use tower::Service;
 pub use future::ResponseFuture;
 pub use layer::AttemptTimeoutLayer;
 
-/// An attempt took longer than its timeout.
+/// An attempt took longer than its timeout (see [`AttemptTimeout`] for an example).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("attempt timed out after {after:?}")]
 pub struct Elapsed {
@@ -69,6 +69,28 @@ impl Elapsed {
 pub struct AttemptTimeoutOverride(pub Option<Duration>);
 
 /// Fails an attempt that takes longer than its timeout with [`Elapsed`].
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use http::{Request, Response};
+/// use scrapewell_core::timeout::{AttemptTimeoutLayer, Elapsed};
+/// use tower::{ServiceBuilder, ServiceExt};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+/// // A server that stalls for a minute.
+/// let service = ServiceBuilder::new()
+///     .layer(AttemptTimeoutLayer::new(Duration::from_secs(5)))
+///     .service_fn(|_: Request<()>| async {
+///         tokio::time::sleep(Duration::from_secs(60)).await;
+///         Ok::<_, tower::BoxError>(Response::new(()))
+///     });
+/// let error = service.oneshot(Request::new(())).await.unwrap_err();
+/// let elapsed = error.downcast_ref::<Elapsed>().unwrap();
+/// assert_eq!(elapsed.after(), Duration::from_secs(5));
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct AttemptTimeout<S> {
     inner: S,
