@@ -61,29 +61,38 @@ fi
 bench=$(built overhead)
 clients="reqwest scrapewell reqwest-middleware http-round-trip"
 
+counted() { # file client requests layout [valgrind option...] -> the requests counted into file
+    local file=$1 client=$2 requests=$3 layout=$4
+    shift 4
+    valgrind --tool=callgrind --collect-atstart=no --toggle-collect='overhead::counted' "$@" \
+        --callgrind-out-file="$file" "$bench" --callgrind "$client" --requests "$requests" \
+        --concurrency "$concurrency" --heap-layout "$layout" >/dev/null 2>"$file.log"
+}
+
+per_request() { # client layout [valgrind option...] -> each event of the summary, per request
+    local client=$1 layout=$2
+    shift 2
+    counted "$out/small-$client-$layout" "$client" "$n" "$layout" "$@" &
+    counted "$out/large-$client-$layout" "$client" $((2 * n)) "$layout" "$@"
+    wait
+    paste -d' ' <(sed -n 's/^summary: //p' "$out/small-$client-$layout") \
+        <(sed -n 's/^summary: //p' "$out/large-$client-$layout") |
+        awk -v n="$n" '{ half = NF / 2; for (i = 1; i <= half; i++) printf "%d%s", ($(i + half) - $i) / n, (i < half ? " " : "\n") }'
+}
+
 if [ "${1:-}" = cache ]; then
     # First-level cache misses a request (2N minus N requests, one layout), by callgrind's
     # simulation of this machine's caches: 32 KiB of instructions, 48 KiB of data, 2 MiB behind
     # them. CPU time follows these more than instructions: the http round trip runs some 3k
     # instructions more than bare reqwest and misses 65 times more, and costs a third of what
     # the stack costs, which runs fewer instructions and misses some 800 times more.
-    misses() { # client requests -> "instructions I1-misses D1-read-misses D1-write-misses"
-        local file="$out/cache-$1-$2"
-        valgrind --tool=callgrind --cache-sim=yes --I1=32768,8,64 --D1=49152,12,64 \
-            --LL=2097152,16,64 --collect-atstart=no --toggle-collect='overhead::counted' \
-            --callgrind-out-file="$file" "$bench" --callgrind "$1" --requests "$2" \
-            --concurrency "$concurrency" >/dev/null 2>"$file.log"
-        sed -n 's/^summary: //p' "$file" | cut -d' ' -f1,4-6
-    }
     printf '%-20s %14s %12s %12s %12s %10s\n' client instructions I1-misses D1-misses \
         "L1 misses" "vs first"
     base=""
     for client in $clients; do
-        misses "$client" "$n" >"$out/small-$client" &
-        misses "$client" $((2 * n)) >"$out/large-$client"
-        wait
-        read -r ir i1 dr dw <<<"$(paste -d' ' "$out/small-$client" "$out/large-$client" |
-            awk -v n="$n" '{ print int(($5-$1)/n), int(($6-$2)/n), int(($7-$3)/n), int(($8-$4)/n) }')"
+        # The summary's events: Ir Dr Dw I1mr D1mr D1mw ILmr DLmr DLmw.
+        read -r ir _ _ i1 dr dw _ <<<"$(per_request "$client" 0 --cache-sim=yes \
+            --I1=32768,8,64 --D1=49152,12,64 --LL=2097152,16,64)"
         total=$((i1 + dr + dw))
         [ -n "$base" ] || base=$total
         printf '%-20s %14d %12d %12d %12d %+9.1f%%\n' "$client" "$ir" "$i1" $((dr + dw)) \
@@ -100,10 +109,7 @@ if [ "${1:-}" = footprint ]; then
     base=""
     for client in $clients; do
         file="$out/footprint-$client"
-        valgrind --tool=callgrind --dump-instr=yes --collect-atstart=no \
-            --toggle-collect='overhead::counted' --callgrind-out-file="$file" "$bench" \
-            --callgrind "$client" --requests "$n" --concurrency "$concurrency" \
-            >/dev/null 2>"$file.log"
+        counted "$file" "$client" "$n" 0 --dump-instr=yes
         # Positions are absolute (hex), relative to the last (+N, -N) or the same as the last (*); the cost
         # after a `calls=` line is the callee's, not its call instruction's. mawk keeps numbers
         # as doubles and prints large ones rounded: keys are written out with %.0f.
@@ -136,25 +142,12 @@ if [ "${1:-}" = footprint ]; then
     exit 0
 fi
 
-count() { # client requests layout -> total instructions
-    local file="$out/$1-$2-$3"
-    valgrind --tool=callgrind --collect-atstart=no --toggle-collect='overhead::counted' \
-        --callgrind-out-file="$file" "$bench" --callgrind "$1" --requests "$2" \
-        --concurrency "$concurrency" --heap-layout "$3" >/dev/null 2>"$file.log"
-    sed -n 's/^summary: //p' "$file"
-}
-
-per_request() { # client layout -> instructions per request; the two runs side by side
-    count "$1" "$n" "$2" >"$out/small-$1-$2" &
-    count "$1" $((2 * n)) "$2" >"$out/large-$1-$2"
-    wait
-    echo $(( ($(cat "$out/large-$1-$2") - $(cat "$out/small-$1-$2")) / n ))
-}
-
 printf '%-20s %16s %10s %22s\n' client instructions/req "vs first" "range over layouts"
 base=""
 for client in $clients; do
-    counts=$(for layout in $(seq 0 $((layouts - 1))); do per_request "$client" "$layout"; done | sort -n)
+    counts=$(for layout in $(seq 0 $((layouts - 1))); do
+        per_request "$client" "$layout" | cut -d' ' -f1
+    done | sort -n)
     median=$(echo "$counts" | sed -n "$(( (layouts + 1) / 2 ))p")
     [ -n "$base" ] || base=$median
     printf '%-20s %16d %+9.1f%% %22s\n' "$client" "$median" \
