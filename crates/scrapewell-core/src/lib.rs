@@ -37,6 +37,7 @@
 pub mod block;
 mod body;
 pub mod idempotency;
+mod lasting;
 mod media;
 mod problem;
 pub mod ratelimit;
@@ -44,4 +45,5 @@ pub mod retry;
 pub mod timeout;
 
 pub use body::{InspectBody, ReplayBody, try_clone_request};
+pub use lasting::Lasting;
 pub use problem::ProblemDetails;

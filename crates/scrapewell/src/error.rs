@@ -4,9 +4,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode};
-use scrapewell_core::ProblemDetails;
 use scrapewell_core::block::BlockVerdict;
 use scrapewell_core::retry::{Attempts, RetryError, RetryReason};
+use scrapewell_core::{Lasting, ProblemDetails};
 
 use crate::TransportError;
 
@@ -109,7 +109,7 @@ pub enum Error {
     /// The site answered with a block page (a challenge, a captcha, access denied), or the
     /// host is cooling down after one. Never retried blindly: only with a fresh identity from
     /// the client's [`Rotate`](crate::Rotate) hook, when it has one.
-    #[error("blocked{}: {verdict}", status.map(|s| format!(" ({s})")).unwrap_or_else(|| format!(" (host cooling down for {:?})", cooling_for.unwrap_or_default())))]
+    #[error("blocked{}: {verdict}", status.map(|s| format!(" ({s})")).unwrap_or_else(|| format!(" (host cooling down for {})", Lasting(cooling_for.unwrap_or_default()))))]
     Blocked {
         /// The status of the block page; `None` when nothing was sent because the host is
         /// cooling down.
@@ -133,7 +133,7 @@ pub enum Error {
         attempts: Attempts,
     },
     /// The server asked to wait longer than the configured cap.
-    #[error("server asked to retry after {value:?} ({requested:?}), over the cap of {cap:?}")]
+    #[error("server asked to retry after {value:?} ({}), over the cap of {}", Lasting(*requested), Lasting(*cap))]
     RetryAfterTooLong {
         /// The status of the response that asked.
         status: StatusCode,
@@ -151,7 +151,9 @@ pub enum Error {
     /// once instead of waiting, and its last attempt was not sent. A pause within the cap is
     /// waited out.
     #[error(
-        "host paused by its server ({status}) for another {remaining:?}, over the cap of {cap:?}"
+        "host paused by its server ({status}) for another {}, over the cap of {}",
+        Lasting(*remaining),
+        Lasting(*cap)
     )]
     HostPaused {
         /// The status of the answer that asked for the pause.

@@ -57,6 +57,8 @@ use std::time::Duration;
 use http::{Request, Response};
 use tower::{Service, ServiceExt};
 
+use crate::Lasting;
+
 pub use future::ResponseFuture;
 pub use governor::Quota;
 pub use headers::ServerLimit;
@@ -87,7 +89,9 @@ use table::{Admission, Departure, Hold, Pause, nanos};
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "host paused by its server ({status}) for another {remaining:?}, longer than the {longest:?} a request waits"
+    "host paused by its server ({status}) for another {}, longer than the {} a request waits",
+    Lasting(*remaining),
+    Lasting(*longest)
 )]
 #[non_exhaustive]
 pub struct HostPaused {

@@ -6,8 +6,8 @@ use bytes::Bytes;
 use http::{HeaderValue, StatusCode};
 
 use super::{Attempts, RetryReason};
-use crate::ProblemDetails;
 use crate::block::BlockVerdict;
+use crate::{Lasting, ProblemDetails};
 
 /// Why a request failed after the retry layer was done with it. Every variant carries the
 /// [`Attempts`] made.
@@ -121,7 +121,7 @@ pub enum RetryError<E> {
         attempts: Attempts,
     },
     /// The server asked for a longer wait than the configured cap.
-    #[error("server asked to retry after {value:?} ({requested:?}), over the cap of {cap:?}")]
+    #[error("server asked to retry after {value:?} ({}), over the cap of {}", Lasting(*requested), Lasting(*cap))]
     RetryAfterTooLong {
         /// The status of the response that asked.
         status: StatusCode,

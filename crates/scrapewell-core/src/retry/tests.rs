@@ -175,11 +175,37 @@ async fn retry_after_over_the_cap_fails_at_once_naming_the_value() {
         }
         other => panic!("expected RetryAfterTooLong, got {other:?}"),
     }
-    assert!(error.to_string().contains("31536000"));
+    assert_eq!(
+        error.to_string(),
+        "server asked to retry after \"31536000\" (365 days), over the cap of 60s"
+    );
     assert_eq!(
         Instant::now().elapsed(),
         Duration::ZERO,
         "no time was spent waiting"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_after_past_what_a_duration_holds_is_named_as_sent() {
+    let layer = RetryLayer::new(policy());
+    let (mut handle, call) = spawn_call(layer, get());
+    let huge = "99999999999999999999999";
+    answer(
+        &mut handle,
+        vec![response(429, &[("retry-after", huge)], "")],
+    )
+    .await;
+    let error = call.await.unwrap().unwrap_err();
+    assert!(
+        matches!(&error, RetryError::RetryAfterTooLong { value, .. } if value == huge),
+        "{error:?}"
+    );
+    assert!(
+        error.to_string().starts_with(&format!(
+            "server asked to retry after \"{huge}\" (longer than a Duration holds)"
+        )),
+        "{error}"
     );
 }
 

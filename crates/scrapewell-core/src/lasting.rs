@@ -1,0 +1,69 @@
+//! Durations in error messages, written for the person who reads them.
+
+use std::fmt;
+use std::time::Duration;
+
+/// A [`Duration`] displayed for people: as `Debug` writes it up to an hour (`250ms`, `1.5s`,
+/// `90s`), then in hours and minutes, days, and years. A server's `Retry-After` can ask for
+/// anything up to the largest `Duration`; a year reads `365 days`, not `31536000s`, and the
+/// largest, which stands for a value too large to count, says so.
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use scrapewell_core::Lasting;
+///
+/// assert_eq!(Lasting(Duration::from_millis(1500)).to_string(), "1.5s");
+/// assert_eq!(Lasting(Duration::from_secs(2 * 3600 + 5 * 60)).to_string(), "2 h 5 min");
+/// assert_eq!(Lasting(Duration::from_secs(365 * 24 * 3600)).to_string(), "365 days");
+/// assert_eq!(Lasting(Duration::MAX).to_string(), "longer than a Duration holds");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lasting(pub Duration);
+
+const HOUR: u64 = 3600;
+const DAY: u64 = 24 * HOUR;
+/// The Julian year, as astronomers count one: 365.25 days.
+const YEAR: u64 = DAY * 1461 / 4;
+
+impl fmt::Display for Lasting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let seconds = self.0.as_secs();
+        match seconds {
+            _ if seconds < HOUR => write!(f, "{:?}", self.0),
+            _ if seconds < 2 * DAY => match (seconds / HOUR, seconds % HOUR / 60) {
+                (hours, 0) => write!(f, "{hours} h"),
+                (hours, minutes) => write!(f, "{hours} h {minutes} min"),
+            },
+            _ if seconds < 2 * YEAR => write!(f, "{} days", seconds / DAY),
+            // What saturated: delta-seconds past u64, or a pause past what nanoseconds hold.
+            u64::MAX => f.write_str("longer than a Duration holds"),
+            _ => write!(f, "{} years", seconds / YEAR),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shown(seconds: u64) -> String {
+        Lasting(Duration::from_secs(seconds)).to_string()
+    }
+
+    #[test]
+    fn each_scale_from_milliseconds_to_years() {
+        assert_eq!(Lasting(Duration::from_millis(250)).to_string(), "250ms");
+        assert_eq!(shown(0), "0ns");
+        assert_eq!(shown(59 * 60 + 59), "3599s");
+        assert_eq!(shown(HOUR), "1 h");
+        assert_eq!(shown(HOUR + 60), "1 h 1 min");
+        assert_eq!(shown(2 * DAY - 1), "47 h 59 min");
+        assert_eq!(shown(2 * DAY), "2 days");
+        assert_eq!(shown(2 * YEAR - 1), "730 days");
+        assert_eq!(shown(2 * YEAR), "2 years");
+        assert_eq!(shown(u64::MAX - 1), "584542046090 years");
+        assert_eq!(shown(u64::MAX), "longer than a Duration holds");
+    }
+}
