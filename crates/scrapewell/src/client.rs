@@ -438,6 +438,12 @@ impl ClientBuilder {
 
     /// Requests in flight at once per host (8 by default, as Scrapy's). A host starts with one
     /// and gets one more place for each accepted response, up to this bound.
+    ///
+    /// The bound is on requests, not connections: reqwest's pool starts a new connection for
+    /// a request that finds none idle, even while a finished request's connection is on its way
+    /// back to it, and reqwest has no bound on connections per host. Under a steady backlog a
+    /// host can see a few more connections than this bound (measured on loopback, 1,000
+    /// requests: 9 to 12 for a bound of 8).
     pub fn max_in_flight_per_host(mut self, requests: u32) -> Self {
         self.hosts = self.hosts.max_in_flight(requests);
         self
