@@ -36,37 +36,15 @@ vs_first() { # count first -> how much more than first, in percent
     echo "($1 - $2) * 100 / $2" | bc -l
 }
 
-if [ "${1:-}" = ratelimit ]; then
-    bench=$(built ratelimit)
-    count() { # client requests -> total instructions
-        valgrind --tool=callgrind --collect-atstart=no \
-            --toggle-collect='tokio::runtime::runtime::Runtime::block_on*' \
-            --callgrind-out-file="$out/$1-$2" "$bench" --callgrind "$1" --requests "$2" \
-            >/dev/null 2>"$out/$1-$2.log"
-        sed -n 's/^summary: //p' "$out/$1-$2"
-    }
-    printf '%-20s %16s %12s %12s\n' client instructions/req "vs first" difference
-    base=""
-    for client in bare limited; do
-        small=$(count "$client" "$n")
-        large=$(count "$client" $((2 * n)))
-        per=$(( (large - small) / n ))
-        [ -n "$base" ] || base=$per
-        printf '%-20s %16d %+11.1f%% %+12d\n' "$client" "$per" \
-            "$(vs_first "$per" "$base")" $((per - base))
-    done
-    exit 0
-fi
-
-bench=$(built overhead)
-clients="reqwest scrapewell reqwest-middleware http-round-trip"
-
 counted() { # file client requests layout [valgrind option...] -> the requests counted into file
-    local file=$1 client=$2 requests=$3 layout=$4
+    local file=$1 client=$2 requests=$3 layout=$4 options=()
     shift 4
-    valgrind --tool=callgrind --collect-atstart=no --toggle-collect='overhead::counted' "$@" \
+    if [ "$bench_name" = overhead ]; then
+        options=(--concurrency "$concurrency" --heap-layout "$layout")
+    fi
+    valgrind --tool=callgrind --collect-atstart=no --toggle-collect="$bench_name::counted" "$@" \
         --callgrind-out-file="$file" "$bench" --callgrind "$client" --requests "$requests" \
-        --concurrency "$concurrency" --heap-layout "$layout" >/dev/null 2>"$file.log"
+        "${options[@]}" >/dev/null 2>"$file.log"
 }
 
 per_request() { # client layout [valgrind option...] -> each event of the summary, per request
@@ -79,6 +57,24 @@ per_request() { # client layout [valgrind option...] -> each event of the summar
         <(sed -n 's/^summary: //p' "$out/large-$client-$layout") |
         awk -v n="$n" '{ half = NF / 2; for (i = 1; i <= half; i++) printf "%d%s", ($(i + half) - $i) / n, (i < half ? " " : "\n") }'
 }
+
+if [ "${1:-}" = ratelimit ]; then
+    bench_name=ratelimit
+    bench=$(built ratelimit)
+    printf '%-20s %16s %12s %12s\n' client instructions/req "vs first" difference
+    base=""
+    for client in bare limited; do
+        per=$(per_request "$client" 0 | cut -d' ' -f1)
+        [ -n "$base" ] || base=$per
+        printf '%-20s %16d %+11.1f%% %+12d\n' "$client" "$per" \
+            "$(vs_first "$per" "$base")" $((per - base))
+    done
+    exit 0
+fi
+
+bench_name=overhead
+bench=$(built overhead)
+clients="reqwest scrapewell reqwest-middleware http-round-trip"
 
 if [ "${1:-}" = cache ]; then
     # First-level cache misses a request (2N minus N requests, one layout), by callgrind's
