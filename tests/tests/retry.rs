@@ -230,7 +230,7 @@ async fn retry_after_above_the_cap_fails_at_once_naming_the_value() {
     assert!(
         error
             .to_string()
-            .contains("\"31536000\" (365 days), over the cap of 120s"),
+            .contains("\"31536000\" (365 days), over the cap of 2 min"),
         "{error}"
     );
     assert!(

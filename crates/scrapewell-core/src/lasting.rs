@@ -3,10 +3,11 @@
 use std::fmt;
 use std::time::Duration;
 
-/// A [`Duration`] displayed for people: as `Debug` writes it up to an hour (`250ms`, `1.5s`,
-/// `90s`), then in hours and minutes, days, and years. A server's `Retry-After` can ask for
-/// anything up to the largest `Duration`; a year reads `365 days`, not `31536000s`, and the
-/// largest, which stands for a value too large to count, says so.
+/// A [`Duration`] displayed for people, in at most two units (`250 ms`, `1.5 s`, `5 min 30 s`,
+/// `2 h 5 min`, `365 days`, `3 years`), cut down rather than rounded up: a cool-down with
+/// 59.9998 s left reads `59.9 s`. A server's `Retry-After` can ask for anything up to the
+/// largest `Duration`; a year reads `365 days`, not `31536000s`, and the largest, which stands
+/// for a value too large to count, says so.
 ///
 /// # Example
 ///
@@ -14,7 +15,7 @@ use std::time::Duration;
 /// use std::time::Duration;
 /// use scrapewell_core::Lasting;
 ///
-/// assert_eq!(Lasting(Duration::from_millis(1500)).to_string(), "1.5s");
+/// assert_eq!(Lasting(Duration::from_millis(1500)).to_string(), "1.5 s");
 /// assert_eq!(Lasting(Duration::from_secs(2 * 3600 + 5 * 60)).to_string(), "2 h 5 min");
 /// assert_eq!(Lasting(Duration::from_secs(365 * 24 * 3600)).to_string(), "365 days");
 /// assert_eq!(Lasting(Duration::MAX).to_string(), "longer than a Duration holds");
@@ -31,7 +32,18 @@ impl fmt::Display for Lasting {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let seconds = self.0.as_secs();
         match seconds {
-            _ if seconds < HOUR => write!(f, "{:?}", self.0),
+            0 => match self.0.as_millis() {
+                0 => write!(f, "{} µs", self.0.as_micros()),
+                millis => write!(f, "{millis} ms"),
+            },
+            _ if seconds < 60 => match self.0.subsec_millis() / 100 {
+                0 => write!(f, "{seconds} s"),
+                tenths => write!(f, "{seconds}.{tenths} s"),
+            },
+            _ if seconds < HOUR => match (seconds / 60, seconds % 60) {
+                (minutes, 0) => write!(f, "{minutes} min"),
+                (minutes, seconds) => write!(f, "{minutes} min {seconds} s"),
+            },
             _ if seconds < 2 * DAY => match (seconds / HOUR, seconds % HOUR / 60) {
                 (hours, 0) => write!(f, "{hours} h"),
                 (hours, minutes) => write!(f, "{hours} h {minutes} min"),
@@ -54,9 +66,19 @@ mod tests {
 
     #[test]
     fn each_scale_from_milliseconds_to_years() {
-        assert_eq!(Lasting(Duration::from_millis(250)).to_string(), "250ms");
-        assert_eq!(shown(0), "0ns");
-        assert_eq!(shown(59 * 60 + 59), "3599s");
+        assert_eq!(shown(0), "0 µs");
+        assert_eq!(Lasting(Duration::from_nanos(1_999)).to_string(), "1 µs");
+        assert_eq!(
+            Lasting(Duration::from_micros(250_900)).to_string(),
+            "250 ms"
+        );
+        assert_eq!(shown(1), "1 s");
+        assert_eq!(
+            Lasting(Duration::from_nanos(59_999_843_005)).to_string(),
+            "59.9 s"
+        );
+        assert_eq!(shown(60), "1 min");
+        assert_eq!(shown(59 * 60 + 59), "59 min 59 s");
         assert_eq!(shown(HOUR), "1 h");
         assert_eq!(shown(HOUR + 60), "1 h 1 min");
         assert_eq!(shown(2 * DAY - 1), "47 h 59 min");

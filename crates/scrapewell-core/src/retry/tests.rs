@@ -177,7 +177,7 @@ async fn retry_after_over_the_cap_fails_at_once_naming_the_value() {
     }
     assert_eq!(
         error.to_string(),
-        "server asked to retry after \"31536000\" (365 days), over the cap of 60s"
+        "server asked to retry after \"31536000\" (365 days), over the cap of 1 min"
     );
     assert_eq!(
         Instant::now().elapsed(),
