@@ -110,17 +110,73 @@ impl ProblemDetails {
     }
 
     /// Whether the problem says it will clear by itself ("locked", "in progress", ...), judged
-    /// from `type`, `title`, `detail` and the string members `code`, `error` and `message`.
+    /// from `type`, `title`, `detail` and the extension members that hold a message (`code`,
+    /// `error`, `message`, ...), also where a server nests its error in them: Stripe's
+    /// `{"error": {"type": ..., "message": "...another in-progress request..."}}`, JSON:API's
+    /// `{"errors": [{"code": ..., "title": ...}]}`.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use scrapewell_core::ProblemDetails;
+    ///
+    /// let nested = br#"{"error":{"type":"idempotency_error","message":"Another request is in progress"}}"#;
+    /// assert!(ProblemDetails::from_json(nested).unwrap().says_transient());
+    /// let permanent = br#"{"error":{"code":"resource_exists","message":"Already exists"}}"#;
+    /// assert!(!ProblemDetails::from_json(permanent).unwrap().says_transient());
+    /// ```
     pub fn says_transient(&self) -> bool {
-        let members = [&self.type_uri, &self.title, &self.detail];
-        let extension_strings = ["code", "error", "message"]
+        [&self.type_uri, &self.title, &self.detail]
             .into_iter()
-            .filter_map(|k| self.extensions.get(k).and_then(|v| v.as_str()));
-        members
-            .into_iter()
-            .filter_map(|m| m.as_deref())
-            .chain(extension_strings)
+            .filter_map(|member| member.as_deref())
             .any(|text| contains_transient_marker(text.as_bytes()))
+            || members_say_transient(&self.extensions, 0)
+    }
+}
+
+/// The members whose text says what went wrong, and those that hold a list of such texts or
+/// objects.
+const MESSAGE_MEMBERS: &[&str] = &[
+    "code",
+    "error",
+    "errors",
+    "message",
+    "messages",
+    "title",
+    "detail",
+    "details",
+    "type",
+    "reason",
+    "description",
+];
+
+/// How deep into nested objects and arrays the markers are looked for, and how many members
+/// or items of each are read: an error is nested a level or two, not a document.
+const NESTING_LIMIT: usize = 4;
+const MEMBERS_READ: usize = 32;
+
+fn members_say_transient(
+    object: &serde_json::Map<String, serde_json::Value>,
+    depth: usize,
+) -> bool {
+    object.iter().take(MEMBERS_READ).any(|(name, value)| {
+        value_says_transient(value, MESSAGE_MEMBERS.contains(&name.as_str()), depth + 1)
+    })
+}
+
+/// Whether `value` holds a transient marker: in a string only when it is a message member's
+/// (`message_member`), or an item of one's list.
+fn value_says_transient(value: &serde_json::Value, message_member: bool, depth: usize) -> bool {
+    use serde_json::Value;
+    match value {
+        Value::String(text) => message_member && contains_transient_marker(text.as_bytes()),
+        _ if depth > NESTING_LIMIT => false,
+        Value::Object(object) => members_say_transient(object, depth),
+        Value::Array(items) => items
+            .iter()
+            .take(MEMBERS_READ)
+            .any(|item| value_says_transient(item, message_member, depth + 1)),
+        _ => false,
     }
 }
 
@@ -266,6 +322,37 @@ mod tests {
         assert!(by_code.says_transient());
         let permanent = ProblemDetails::from_json(br#"{"title":"Email already in use"}"#).unwrap();
         assert!(!permanent.says_transient());
+    }
+
+    #[test]
+    fn transient_wording_is_found_where_servers_nest_their_errors() {
+        let says = |body: &str| {
+            ProblemDetails::from_json(body.as_bytes())
+                .unwrap()
+                .says_transient()
+        };
+        // Stripe's answer to a request whose key is still in use.
+        assert!(says(
+            r#"{"error":{"type":"idempotency_error","message":"There is currently another in-progress request using this Idempotent Key. Please try again later."}}"#
+        ));
+        assert!(says(
+            r#"{"errors":[{"status":"409","code":"conflict","title":"Resource locked"}]}"#
+        ));
+        assert!(says(
+            r#"{"message":"Conflict","errors":["Document is being processed"]}"#
+        ));
+        assert!(!says(
+            r#"{"error":{"code":"resource_already_exists","message":"Customer already exists"}}"#
+        ));
+        // A marker in a member that holds no message is not a message.
+        assert!(!says(
+            r#"{"meta":{"note":"locked"},"data":{"state":"in progress"}}"#
+        ));
+        // Nested deeper than an error is, it is not looked for.
+        assert!(!says(
+            r#"{"error":{"error":{"error":{"error":{"error":{"message":"locked"}}}}}}"#
+        ));
+        assert!(says(r#"{"error":{"error":{"message":"locked"}}}"#));
     }
 
     #[test]

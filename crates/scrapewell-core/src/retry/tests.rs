@@ -348,6 +348,27 @@ async fn keyed_post_retries_a_key_in_flight_with_the_same_key() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_key_in_flight_is_recognised_in_stripes_nested_error() {
+    let layer = tower::layer::util::Stack::new(RetryLayer::new(policy()), IdempotencyLayer::new());
+    let (mut handle, call) = spawn_call(layer, post());
+    let in_use = r#"{"error":{"type":"idempotency_error","message":"There is currently another in-progress request using this Idempotent Key. Please try again later."}}"#;
+    answer(
+        &mut handle,
+        vec![
+            response(409, &[("content-type", "application/json")], in_use),
+            response(201, &[], ""),
+        ],
+    )
+    .await;
+    let response = call.await.unwrap().unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    assert_eq!(
+        Attempts::of(&response).retries()[0].reason,
+        RetryReason::Conflict(TransientConflict::KeyInFlight)
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn keyless_post_on_502_is_attempted_once() {
     let (mut handle, call) = spawn_call(RetryLayer::new(policy()), post());
     answer(&mut handle, vec![response(502, &[], "")]).await;
