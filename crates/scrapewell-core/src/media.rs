@@ -17,6 +17,17 @@ pub(crate) fn is_json(content_type: &[u8]) -> bool {
         || essence.len() > 5 && essence[essence.len() - 5..].eq_ignore_ascii_case(b"+json")
 }
 
+/// Whether `content_type` is XML that is not HTML: `application/xml`, `text/xml` or any `+xml`
+/// type but `application/xhtml+xml`.
+pub(crate) fn is_xml(content_type: &[u8]) -> bool {
+    let essence = essence(content_type);
+    essence.eq_ignore_ascii_case(b"application/xml")
+        || essence.eq_ignore_ascii_case(b"text/xml")
+        || essence.len() > 4
+            && essence[essence.len() - 4..].eq_ignore_ascii_case(b"+xml")
+            && !is_html(content_type)
+}
+
 /// Whether `content_type` is HTML (`text/html`, `application/xhtml+xml`).
 pub(crate) fn is_html(content_type: &[u8]) -> bool {
     contains_ignore_case(essence(content_type), b"html")
@@ -51,6 +62,9 @@ mod tests {
         assert!(is_html(b"text/html") && is_html(b"application/xhtml+xml"));
         assert!(!is_html(b"text/plain; note=html"));
         assert!(is_text(b"TEXT/plain") && !is_text(b"text") && !is_text(b"application/text"));
+        assert!(is_xml(b"application/xml; charset=utf-8") && is_xml(b"Text/XML"));
+        assert!(is_xml(b"application/problem+xml") && !is_xml(b"application/xhtml+xml"));
+        assert!(!is_xml(b"+xml") && !is_xml(b"text/html"));
         assert!(contains_ignore_case(b"Access DENIED", b"denied"));
         assert!(!contains_ignore_case(b"den", b"denied"));
     }

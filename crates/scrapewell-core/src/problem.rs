@@ -57,13 +57,16 @@ const TRANSIENT_MARKERS: &[&str] = &[
     "in flight",
     "in-flight",
     "in_flight",
+    // The same run together, as codes in CamelCase are (`OperationInProgress`).
+    "inprogress",
+    "inflight",
     "being processed",
     "still processing",
     "idempotency_key_in_use",
     "try again later",
 ];
 
-/// How far into a plain-text body the transient markers are looked for.
+/// How far into a plain-text or XML body the transient markers are looked for.
 const TEXT_SCAN_LIMIT: usize = 1024;
 
 impl ProblemDetails {
@@ -214,7 +217,9 @@ impl fmt::Display for Clipped<'_> {
 }
 
 /// Whether a conflict response's body says the conflict is transient: the problem details when
-/// the body is JSON, else the beginning of a `text/plain` body.
+/// the body is JSON, else the beginning of a `text/plain` body, or the text of an XML one (S3's
+/// `<Error><Code>OperationAborted</Code><Message>A conflicting conditional operation is
+/// currently in progress...`), its markup left out.
 pub(crate) fn body_says_transient(
     headers: &HeaderMap,
     body: &[u8],
@@ -223,10 +228,36 @@ pub(crate) fn body_says_transient(
     if let Some(problem) = problem {
         return problem.says_transient();
     }
-    let plain_text = headers
-        .get(CONTENT_TYPE)
-        .is_some_and(|ct| media::essence(ct.as_bytes()).eq_ignore_ascii_case(b"text/plain"));
-    plain_text && contains_transient_marker(&body[..body.len().min(TEXT_SCAN_LIMIT)])
+    let Some(content_type) = headers.get(CONTENT_TYPE).map(|ct| ct.as_bytes()) else {
+        return false;
+    };
+    let start = &body[..body.len().min(TEXT_SCAN_LIMIT)];
+    if media::essence(content_type).eq_ignore_ascii_case(b"text/plain") {
+        contains_transient_marker(start)
+    } else if media::is_xml(content_type) {
+        contains_transient_marker(&text_of_markup(start))
+    } else {
+        false
+    }
+}
+
+/// The text of an XML fragment: every tag (`<...>`) becomes a space, so that an element's name
+/// (`<Locked>false</Locked>`) is not read as what it says.
+fn text_of_markup(xml: &[u8]) -> Vec<u8> {
+    let mut text = Vec::with_capacity(xml.len());
+    let mut in_tag = false;
+    for &byte in xml {
+        match byte {
+            b'<' => in_tag = true,
+            b'>' if in_tag => {
+                in_tag = false;
+                text.push(b' ');
+            }
+            _ if !in_tag => text.push(byte),
+            _ => {}
+        }
+    }
+    text
 }
 
 fn contains_transient_marker(text: &[u8]) -> bool {
@@ -320,6 +351,12 @@ mod tests {
         }
         let by_code = ProblemDetails::from_json(br#"{"code":"request_in_progress"}"#).unwrap();
         assert!(by_code.says_transient());
+        let camel_case = br#"{"error":{"code":"AnotherOperationInProgress"}}"#;
+        assert!(
+            ProblemDetails::from_json(camel_case)
+                .unwrap()
+                .says_transient()
+        );
         let permanent = ProblemDetails::from_json(br#"{"title":"Email already in use"}"#).unwrap();
         assert!(!permanent.says_transient());
     }
@@ -368,5 +405,29 @@ mod tests {
             None
         ));
         assert!(!body_says_transient(&HeaderMap::new(), b"locked", None));
+    }
+
+    #[test]
+    fn the_text_of_an_xml_body_is_scanned_and_its_markup_is_not() {
+        let s3 =
+            b"<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>OperationAborted</Code>\
+            <Message>A conflicting conditional operation is currently in progress against this \
+            resource. Please try again.</Message></Error>";
+        assert!(body_says_transient(&headers("application/xml"), s3, None));
+        assert!(body_says_transient(
+            &headers("application/problem+xml"),
+            b"<problem><title>Row locked</title></problem>",
+            None
+        ));
+        assert!(!body_says_transient(
+            &headers("text/xml"),
+            b"<Error><Locked>false</Locked><Message>Bucket already exists</Message></Error>",
+            None
+        ));
+        assert!(!body_says_transient(
+            &headers("application/xhtml+xml"),
+            b"<p>Row is locked</p>",
+            None
+        ));
     }
 }
