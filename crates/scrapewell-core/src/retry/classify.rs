@@ -45,6 +45,10 @@ pub struct RequestFacts {
     pub create_only: bool,
     /// Whether the caller asked to receive block pages as responses ([`ReceiveBlocked`]).
     pub receive_blocked: bool,
+    /// Whether an earlier attempt of this request went unanswered after it may have been sent
+    /// (it timed out, or its connection broke): the server may still be processing it. Set by
+    /// the retry layer between attempts.
+    pub earlier_attempt_unanswered: bool,
 }
 
 /// In a request's extensions: hand a response recognised as a block page to the caller, with
@@ -81,6 +85,7 @@ impl RequestFacts {
             conditional: extensions.get::<VersionInBody>().is_some(),
             create_only: false,
             receive_blocked: extensions.get::<ReceiveBlocked>().is_some(),
+            earlier_attempt_unanswered: false,
         };
         // One pass over the headers rather than a hashed lookup of each of four names: a
         // request has few headers, often none.
@@ -216,7 +221,7 @@ pub trait Classify<B, E>: Send + Sync + 'static {
 /// | 408, 500, 502, 504 | retry | done |
 /// | 429 | retry | retry |
 /// | 503 | retry | retry with `Retry-After`, else done |
-/// | 409 transient (Retry-After, key in flight, locked) | retry | retry with `Retry-After`, else conflict |
+/// | 409 transient (Retry-After, key in flight, locked; to a keyed request, any 409 after an attempt that went unanswered) | retry | retry with `Retry-After`, else conflict |
 /// | 409 / 412 to a conditional request (`If-Match`, [`VersionInBody`]) | stale version | stale version |
 /// | 412 to a create-only request (`If-None-Match: *`) | already exists | already exists |
 /// | 428 | precondition required | precondition required |
@@ -325,6 +330,11 @@ fn classify_conflict<B: InspectBody>(
         } else {
             TransientConflict::Locked
         })
+    } else if request.has_idempotency_key && request.earlier_attempt_unanswered {
+        // The idempotency-key draft answers a request whose key is still being processed with
+        // a 409, in words of the server's own: an earlier attempt that went unanswered may be
+        // that request, whatever this body says.
+        Some(TransientConflict::KeyInFlight)
     } else {
         None
     };

@@ -389,6 +389,9 @@ impl<C> Progress<C> {
             delay,
             server_asked,
         });
+        if matches!(reason, RetryReason::Timeout | RetryReason::Transport) {
+            self.facts.earlier_attempt_unanswered = true;
+        }
         Next::RetryAfter(delay)
     }
 }

@@ -369,6 +369,46 @@ async fn a_key_in_flight_is_recognised_in_stripes_nested_error() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_keyed_conflict_after_an_unanswered_attempt_is_taken_for_the_key_in_flight() {
+    // The body says nothing of the key; the attempt before it was cut after it was sent.
+    let plain_conflict = || {
+        response(
+            409,
+            &[("content-type", "application/problem+json")],
+            r#"{"title":"Conflict"}"#,
+        )
+    };
+    let layer = tower::layer::util::Stack::new(RetryLayer::new(policy()), IdempotencyLayer::new());
+    let (mut handle, call) = spawn_call(layer, post());
+    let (_, send) = handle.next_request().await.unwrap();
+    send.send_error(reset());
+    answer(&mut handle, vec![plain_conflict(), response(201, &[], "")]).await;
+    let response = call.await.unwrap().unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let reasons: Vec<_> = Attempts::of(&response)
+        .retries()
+        .iter()
+        .map(|retry| retry.reason)
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            RetryReason::Transport,
+            RetryReason::Conflict(TransientConflict::KeyInFlight)
+        ]
+    );
+
+    // The same conflict to a first attempt is the server's last word.
+    let layer = tower::layer::util::Stack::new(RetryLayer::new(policy()), IdempotencyLayer::new());
+    let (mut handle, call) = spawn_call(layer, post());
+    answer(&mut handle, vec![plain_conflict()]).await;
+    match call.await.unwrap() {
+        Err(RetryError::Conflict { attempts, .. }) => assert_eq!(attempts.count(), 1),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
 async fn keyless_post_on_502_is_attempted_once() {
     let (mut handle, call) = spawn_call(RetryLayer::new(policy()), post());
     answer(&mut handle, vec![response(502, &[], "")]).await;
