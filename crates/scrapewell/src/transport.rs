@@ -541,23 +541,32 @@ async fn read_capped(
     if announced.is_some_and(|announced| announced > limit) {
         return Err(TransportError::BodyTooLarge { limit });
     }
-    let capacity = usize::try_from(announced.unwrap_or(0).min(limit)).unwrap_or(0);
-    let mut buffer = BytesMut::with_capacity(capacity);
+    // A body that arrives in one chunk, as most do, is handed on as it came: the buffer is
+    // made only when a second chunk follows.
+    let mut first: Option<Bytes> = None;
+    let mut buffer = BytesMut::new();
+    let mut read = 0u64;
     while let Some(chunk) = response
         .chunk()
         .await
         .map_err(|e| TransportError::Body(e.without_url()))?
     {
-        if buffer.len() as u64 + chunk.len() as u64 > limit {
+        read += chunk.len() as u64;
+        if read > limit {
             return Err(TransportError::BodyTooLarge { limit });
         }
-        // A body that arrives in one chunk is handed on without a copy.
-        if buffer.is_empty() && announced == Some(chunk.len() as u64) {
-            return Ok(chunk);
+        if let Some(first) = first.take() {
+            let capacity = announced.unwrap_or(read).min(limit);
+            buffer.reserve(usize::try_from(capacity).unwrap_or(0));
+            buffer.extend_from_slice(&first);
         }
-        buffer.extend_from_slice(&chunk);
+        if buffer.is_empty() {
+            first = Some(chunk);
+        } else {
+            buffer.extend_from_slice(&chunk);
+        }
     }
-    Ok(buffer.freeze())
+    Ok(first.unwrap_or_else(|| buffer.freeze()))
 }
 
 #[cfg(test)]
