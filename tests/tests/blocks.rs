@@ -394,6 +394,52 @@ async fn a_fresh_identity_can_send_the_requests_through_a_proxy() {
     assert_eq!((proxy.requests, proxy.proxied_requests), (5, 5));
 }
 
+#[tokio::test]
+async fn a_client_proxy_carries_every_request_and_an_identity_proxy_replaces_it() {
+    let site = MockServer::start().await.unwrap();
+    let client_proxy = MockServer::start().await.unwrap();
+    let identity_proxy = MockServer::start().await.unwrap();
+    let hook = ThroughProxy {
+        proxy: identity_proxy.base_url(),
+        calls: Arc::default(),
+    };
+    let client = Client::builder()
+        .proxy(
+            &client_proxy
+                .base_url()
+                .replace("http://", "http://user:secret@"),
+        )
+        .rotate_identity(hook.clone())
+        .build()
+        .unwrap();
+    for page in 0..6 {
+        let url = site.url(&format!("/guarded/{page}?after=3"));
+        let response = client.get(url).send().await.expect("every page arrives");
+        assert_eq!(response.status(), 200);
+    }
+    // Three pages through the client's proxy, the fourth blocked there; it and the rest went
+    // through the identity's. None went to the site directly.
+    assert_eq!(hook.calls.load(Ordering::SeqCst), 1);
+    let (site, client_proxy, identity_proxy) =
+        (site.stats(), client_proxy.stats(), identity_proxy.stats());
+    assert_eq!(site.requests, 0);
+    assert_eq!(
+        (client_proxy.proxied_requests, client_proxy.blocks_served),
+        (4, 1)
+    );
+    assert_eq!(identity_proxy.proxied_requests, 3);
+}
+
+#[test]
+fn a_client_proxy_that_is_not_a_url_fails_the_build_without_echoing_it() {
+    let error = Client::builder()
+        .proxy("http://user:secret@[bad")
+        .build()
+        .expect_err("not a URL");
+    assert!(matches!(error, Error::Config { .. }), "{error:?}");
+    assert!(!error.to_string().contains("secret"), "{error}");
+}
+
 #[test]
 fn an_identity_with_a_proxy_that_is_not_a_url_is_refused_without_echoing_it() {
     let error = Identity::new()

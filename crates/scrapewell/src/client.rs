@@ -17,7 +17,7 @@ use tower::{Service, ServiceBuilder};
 
 use crate::block::{Blocking, Rotate, WhileCooling};
 use crate::request::uri_of;
-use crate::transport::{HttpSettings, Outgoing, Transport, TransportConfig};
+use crate::transport::{HttpSettings, Outgoing, ProxyUrl, Transport, TransportConfig};
 use crate::{Error, IntoUrl, RequestBuilder, Update};
 
 /// The layers every request goes through, outermost first.
@@ -241,6 +241,7 @@ impl Default for ClientBuilder {
                 default_headers: HeaderMap::new(),
                 connect_timeout: None,
                 http2_prior_knowledge: false,
+                proxy: None,
             },
             policy: RetryPolicy::default(),
             attempt_timeout: Some(Duration::from_secs(30)),
@@ -288,6 +289,20 @@ impl ClientBuilder {
     /// The time to establish a connection, within the attempt timeout.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.http.connect_timeout = Some(timeout);
+        self
+    }
+
+    /// Sends every request through the proxy at `url` (`http://`, `https://`, with
+    /// `user:password@` when it needs them), except those of an identity that names its own
+    /// ([`Identity::proxy`](crate::Identity::proxy)). Without it, reqwest's default holds: the
+    /// proxy of the `HTTP_PROXY` / `HTTPS_PROXY` environment variables, if any. A URL that is
+    /// not a proxy's makes `build()` fail with [`Error::Config`], which does not repeat it (it
+    /// may carry a password).
+    pub fn proxy(mut self, url: &str) -> Self {
+        match ProxyUrl::parse(url) {
+            Ok(proxy) => self.http.proxy = Some(proxy),
+            Err(_) => self.fail("invalid proxy URL"),
+        }
         self
     }
 

@@ -209,6 +209,8 @@ pub(crate) struct HttpSettings {
     pub(crate) connect_timeout: Option<Duration>,
     /// Speak HTTP/2 over plain TCP from the first byte (h2c with prior knowledge).
     pub(crate) http2_prior_knowledge: bool,
+    /// The proxy every request goes through unless its identity names another.
+    pub(crate) proxy: Option<ProxyUrl>,
 }
 
 impl HttpSettings {
@@ -230,7 +232,7 @@ impl HttpSettings {
         if let Some(timeout) = self.connect_timeout {
             builder = builder.connect_timeout(timeout);
         }
-        if let Some(proxy) = proxy {
+        if let Some(proxy) = proxy.or(self.proxy.as_ref()) {
             builder = builder.proxy(reqwest::Proxy::all(&*proxy.0)?);
         }
         if self.http2_prior_knowledge {
@@ -251,6 +253,7 @@ impl fmt::Debug for HttpSettings {
             )
             .field("connect_timeout", &self.connect_timeout)
             .field("http2_prior_knowledge", &self.http2_prior_knowledge)
+            .field("proxy", &self.proxy)
             .finish()
     }
 }
@@ -588,6 +591,7 @@ mod tests {
                 default_headers: HeaderMap::new(),
                 connect_timeout: None,
                 http2_prior_knowledge: false,
+                proxy: None,
             },
         }
     }
