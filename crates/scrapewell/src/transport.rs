@@ -49,6 +49,12 @@ pub enum TransportError {
     /// The connection could not be made; nothing was sent.
     #[error("connect failed")]
     Connect(#[source] reqwest::Error),
+    /// The TLS handshake failed in a way that does not clear by itself: the server's
+    /// certificate is not one the client trusts for it (self-signed, expired, issued for
+    /// another name), or the two share no protocol version or cipher. Nothing was sent, and
+    /// it is not retried.
+    #[error("TLS handshake failed")]
+    Tls(#[source] reqwest::Error),
     /// The request failed after it may have reached the server.
     #[error("request failed")]
     Request(#[source] reqwest::Error),
@@ -86,7 +92,9 @@ pub enum TransportError {
 impl TransportError {
     /// The error of an attempt whose request or response head failed.
     fn of_send(error: reqwest::Error) -> Self {
-        if error.is_connect() {
+        if cause::<rustls::Error>(&error).is_some_and(refused_for_good) {
+            TransportError::Tls(error.without_url())
+        } else if error.is_connect() {
             TransportError::Connect(error.without_url())
         } else if cause::<h2::Error>(&error).is_some_and(refused_unprocessed) {
             TransportError::Refused(error.without_url())
@@ -98,16 +106,41 @@ impl TransportError {
     }
 }
 
-/// The first error of type `T` in the chain of `error`'s sources.
+/// The first error of type `T` in the chain of `error`'s sources, looking into what each
+/// `io::Error` wraps as well: its `source()` skips its payload (hyper-rustls hands rustls's
+/// errors on inside one).
 fn cause<T: std::error::Error + 'static>(error: &reqwest::Error) -> Option<&T> {
     let mut cause = error.source();
     while let Some(error) = cause {
-        if let Some(found) = error.downcast_ref::<T>() {
+        if let Some(found) = of_type::<T>(error) {
             return Some(found);
         }
         cause = error.source();
     }
     None
+}
+
+/// `error` as a `T`, or the `T` inside it when it is an `io::Error` (at any depth).
+fn of_type<'e, T: std::error::Error + 'static>(
+    error: &'e (dyn std::error::Error + 'static),
+) -> Option<&'e T> {
+    if let Some(found) = error.downcast_ref::<T>() {
+        return Some(found);
+    }
+    let payload: &(dyn std::error::Error + 'static) =
+        error.downcast_ref::<std::io::Error>()?.get_ref()?;
+    of_type(payload)
+}
+
+/// Whether a TLS handshake failed for a reason that another attempt would meet again.
+fn refused_for_good(error: &rustls::Error) -> bool {
+    matches!(
+        error,
+        rustls::Error::InvalidCertificate(_)
+            | rustls::Error::PeerIncompatible(_)
+            | rustls::Error::NoCertificatesPresented
+            | rustls::Error::UnsupportedNameType
+    )
 }
 
 /// Whether an HTTP/2 server said it did not process the request: it reset the stream with
@@ -129,6 +162,7 @@ impl ClassifyError for TransportError {
             | TransportError::Body(_) => TransportFailure::AfterSend,
             TransportError::TimedOut(_) => TransportFailure::TimedOut,
             TransportError::BodyTooLarge { .. }
+            | TransportError::Tls(_)
             | TransportError::HostPaused(_)
             | TransportError::Redirect(_)
             | TransportError::Proxy(_) => TransportFailure::Permanent,

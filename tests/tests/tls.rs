@@ -1,0 +1,74 @@
+//! A server whose certificate the client cannot trust.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use scrapewell::{Error, TransportError};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls::ServerConfig;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+use common::fast_client;
+
+/// A TLS server on loopback with a self-signed certificate for 127.0.0.1 (`tests/tls/`, valid
+/// for a century); it counts the connections it accepted.
+async fn self_signed_server() -> (String, Arc<AtomicUsize>) {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tls");
+    let certificate =
+        CertificateDer::from_pem_file(format!("{dir}/self-signed.crt")).expect("certificate");
+    let key = PrivateKeyDer::from_pem_file(format!("{dir}/self-signed.key")).expect("key");
+    let config = ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(vec![certificate], key)
+        .expect("server configuration");
+    let acceptor = TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("https://{}/page", listener.local_addr().expect("address"));
+    let connections = Arc::new(AtomicUsize::new(0));
+    let seen = connections.clone();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            seen.fetch_add(1, Ordering::SeqCst);
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let _ = acceptor.accept(socket).await;
+            });
+        }
+    });
+    (url, connections)
+}
+
+#[tokio::test]
+async fn a_certificate_the_client_does_not_trust_fails_once_as_a_tls_error() {
+    let (url, connections) = self_signed_server().await;
+    let client = fast_client().build().unwrap();
+    for method in [http::Method::GET, http::Method::POST] {
+        let error = client
+            .request(method.clone(), &url)
+            .send()
+            .await
+            .unwrap_err();
+        match &error {
+            Error::Transport {
+                source: TransportError::Tls(_),
+                attempts,
+            } => assert_eq!(attempts.count(), 1, "{method}"),
+            other => panic!("{method}: expected a TLS error, got {other:?}"),
+        }
+        // What was wrong with the certificate is in the chain, for the log.
+        let chain = std::iter::successors(Some(&error as &dyn std::error::Error), |e| e.source())
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join(": ");
+        assert!(chain.contains("invalid peer certificate"), "{chain}");
+    }
+    assert_eq!(
+        connections.load(Ordering::SeqCst),
+        2,
+        "one connection a request"
+    );
+}
