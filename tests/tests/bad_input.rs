@@ -2,16 +2,12 @@
 
 mod common;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use scrapewell::{Error, TransportError};
 use scrapewell_mock::MockServer;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 
-use common::{closed_port, fast_client};
+use common::{RawServer, closed_port, fast_client};
 
 #[tokio::test]
 async fn an_invalid_url_is_an_invalid_request() {
@@ -239,33 +235,6 @@ async fn text_is_decoded_by_the_declared_charset() {
     );
 }
 
-/// A loopback server that answers every request with `response`, whatever it is, and closes
-/// the connection. Returns its base URL, the number of requests it read, and its task.
-async fn raw_server(
-    response: &'static [u8],
-) -> (String, Arc<AtomicUsize>, tokio::task::JoinHandle<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("address"));
-    let requests = Arc::new(AtomicUsize::new(0));
-    let seen = requests.clone();
-    let server = tokio::spawn(async move {
-        while let Ok((mut socket, _)) = listener.accept().await {
-            let mut head = Vec::new();
-            let mut buffer = [0; 1024];
-            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                match socket.read(&mut buffer).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(read) => head.extend_from_slice(&buffer[..read]),
-                }
-            }
-            seen.fetch_add(1, Ordering::SeqCst);
-            let _ = socket.write_all(response).await;
-            let _ = socket.shutdown().await;
-        }
-    });
-    (url, requests, server)
-}
-
 #[tokio::test]
 async fn a_response_that_is_not_http_is_a_malformed_response_retried_only_when_safe() {
     for response in [
@@ -273,20 +242,20 @@ async fn a_response_that_is_not_http_is_a_malformed_response_retried_only_when_s
         b"HTTP/1.1 2x0 OK\r\nContent-Length: 2\r\n\r\nok",
         b"SMTP ready\r\n\r\n",
     ] {
-        let (url, requests, server) = raw_server(response).await;
+        let server = RawServer::start(response).await;
         let client = fast_client().build().unwrap();
         let shown = String::from_utf8_lossy(response);
-        match client.get(&url).send().await {
+        match client.get(&server.url).send().await {
             Err(Error::Transport {
                 source: TransportError::MalformedResponse(_),
                 attempts,
             }) => assert_eq!(attempts.count(), 3, "{shown}"),
             other => panic!("{shown}: expected a malformed response, got {other:?}"),
         }
-        assert_eq!(requests.swap(0, Ordering::SeqCst), 3, "{shown}");
+        assert_eq!(server.take_heads().len(), 3, "{shown}");
         // A keyless POST may have been processed before the garbage came back.
         match client
-            .post(&url)
+            .post(&server.url)
             .body("order=1")
             .without_idempotency_key()
             .send()
@@ -298,8 +267,7 @@ async fn a_response_that_is_not_http_is_a_malformed_response_retried_only_when_s
             }) => assert_eq!(attempts.count(), 1, "{shown}"),
             other => panic!("{shown}: expected outcome unknown, got {other:?}"),
         }
-        assert_eq!(requests.load(Ordering::SeqCst), 1, "{shown}");
-        server.abort();
+        assert_eq!(server.take_heads().len(), 1, "{shown}");
     }
 }
 
@@ -323,9 +291,9 @@ async fn a_redirect_that_cannot_be_followed_is_a_redirect_error_not_retried() {
             "unsupported scheme \"ftp\"",
         ),
     ] {
-        let (url, requests, server) = raw_server(response).await;
+        let server = RawServer::start(response).await;
         let client = fast_client().build().unwrap();
-        match client.get(&url).send().await {
+        match client.get(&server.url).send().await {
             Err(Error::Transport {
                 source: TransportError::Redirect(reason),
                 attempts,
@@ -335,7 +303,6 @@ async fn a_redirect_that_cannot_be_followed_is_a_redirect_error_not_retried() {
             }
             other => panic!("{says}: expected a redirect error, got {other:?}"),
         }
-        assert_eq!(requests.load(Ordering::SeqCst), sent, "{says}");
-        server.abort();
+        assert_eq!(server.take_heads().len(), sent, "{says}");
     }
 }

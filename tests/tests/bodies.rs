@@ -1,11 +1,14 @@
-//! Reading a response body: whole as it arrived, the rest after a first piece, and streamed
-//! after the block detector read its first bytes.
+//! Reading a response body: whole as it arrived, the rest after a first piece, streamed after
+//! the block detector read its first bytes, and decompressed.
 
 mod common;
 
+use std::io::Write;
+
+use scrapewell::Error;
 use scrapewell_mock::MockServer;
 
-use common::fast_client;
+use common::{RawServer, fast_client};
 
 #[tokio::test]
 async fn a_whole_body_is_read_whole_or_in_pieces() {
@@ -47,4 +50,91 @@ async fn a_streamed_page_keeps_the_bytes_the_detector_read() {
         .await
         .unwrap();
     assert_eq!(streamed.bytes().await.unwrap().len(), 300_000);
+}
+
+/// `body` compressed as `Content-Encoding: encoding` names it.
+fn compressed(encoding: &str, body: &[u8]) -> Vec<u8> {
+    match encoding {
+        "gzip" => {
+            let mut encoder = flate2::write::GzEncoder::new(Vec::new(), Default::default());
+            encoder.write_all(body).expect("compress");
+            encoder.finish().expect("compress")
+        }
+        // HTTP's deflate is the zlib format (RFC 9110, 8.4.1.2).
+        "deflate" => {
+            let mut encoder = flate2::write::ZlibEncoder::new(Vec::new(), Default::default());
+            encoder.write_all(body).expect("compress");
+            encoder.finish().expect("compress")
+        }
+        "br" => {
+            let mut compressed = Vec::new();
+            let mut encoder = brotli::CompressorWriter::new(&mut compressed, 4096, 5, 22);
+            encoder.write_all(body).expect("compress");
+            drop(encoder);
+            compressed
+        }
+        other => panic!("no encoder for {other}"),
+    }
+}
+
+/// A response whose body is `body` compressed as `encoding`.
+fn compressed_response(encoding: &str, body: &[u8]) -> Vec<u8> {
+    let body = compressed(encoding, body);
+    let mut response = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Encoding: {encoding}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    response.extend_from_slice(&body);
+    response
+}
+
+#[tokio::test]
+async fn compressed_bodies_are_asked_for_and_read_decompressed() {
+    let page = "<p>the same page, compressed three ways</p>".repeat(50);
+    for encoding in ["gzip", "br", "deflate"] {
+        let server = RawServer::start(compressed_response(encoding, page.as_bytes())).await;
+        let client = fast_client().build().unwrap();
+        let response = client.get(&server.url).send().await.unwrap();
+        assert!(
+            response.headers().get("content-encoding").is_none(),
+            "{encoding}: the body is handed over decompressed"
+        );
+        assert_eq!(response.text().await.unwrap(), page, "{encoding}");
+        let head = server.take_heads().remove(0).to_ascii_lowercase();
+        let asked = head
+            .lines()
+            .find_map(|line| line.strip_prefix("accept-encoding:"))
+            .unwrap_or_else(|| panic!("no Accept-Encoding in {head:?}"));
+        for name in ["gzip", "br", "deflate"] {
+            assert!(asked.contains(name), "{asked}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_body_that_inflates_past_the_cap_is_too_large_however_small_it_came() {
+    let bomb = compressed_response("gzip", &vec![0; 4 << 20]);
+    assert!(bomb.len() < 8 << 10, "{} bytes on the wire", bomb.len());
+    let server = RawServer::start(bomb).await;
+    let client = fast_client().max_body_size(1 << 20).build().unwrap();
+    match client.get(&server.url).send().await {
+        Err(Error::BodyTooLarge { limit, attempts }) => {
+            assert_eq!(limit, 1 << 20);
+            assert_eq!(attempts.count(), 1);
+        }
+        other => panic!("expected the body to be too large, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn with_decompression_off_nothing_is_asked_for_and_the_body_comes_as_sent() {
+    let sent = compressed("gzip", b"as the server sent it");
+    let server = RawServer::start(compressed_response("gzip", b"as the server sent it")).await;
+    let client = fast_client().decompress(false).build().unwrap();
+    let response = client.get(&server.url).send().await.unwrap();
+    assert_eq!(response.headers()["content-encoding"], "gzip");
+    assert_eq!(response.bytes().await.unwrap(), sent);
+    let head = server.take_heads().remove(0).to_ascii_lowercase();
+    assert!(!head.contains("accept-encoding"), "{head}");
 }

@@ -242,6 +242,7 @@ impl Default for ClientBuilder {
                 connect_timeout: None,
                 http2_prior_knowledge: false,
                 proxy: None,
+                decompress: true,
             },
             policy: RetryPolicy::default(),
             attempt_timeout: Some(Duration::from_secs(30)),
@@ -289,6 +290,16 @@ impl ClientBuilder {
     /// The time to establish a connection, within the attempt timeout.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.http.connect_timeout = Some(timeout);
+        self
+    }
+
+    /// Asks for compressed bodies (`Accept-Encoding: gzip, br, deflate`, as browsers and Scrapy
+    /// do) and decompresses them, unless a request sets `Accept-Encoding` or `Range` itself (on
+    /// by default). The body size cap applies to the decompressed body, so a small body that
+    /// inflates past it fails with [`Error::BodyTooLarge`]; block detection reads the
+    /// decompressed page. Off, a body comes as the server sent it.
+    pub fn decompress(mut self, decompress: bool) -> Self {
+        self.http.decompress = decompress;
         self
     }
 

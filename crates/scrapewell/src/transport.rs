@@ -245,6 +245,8 @@ pub(crate) struct HttpSettings {
     pub(crate) http2_prior_knowledge: bool,
     /// The proxy every request goes through unless its identity names another.
     pub(crate) proxy: Option<ProxyUrl>,
+    /// Ask for gzip, brotli and deflate bodies, and decompress them.
+    pub(crate) decompress: bool,
 }
 
 impl HttpSettings {
@@ -259,7 +261,10 @@ impl HttpSettings {
             // count and the logs, and copies every request for it. Its refusals are classified
             // instead (`TransportError::Refused`) and retried by the layer.
             .retry(reqwest::retry::never().max_retries_per_request(0))
-            .default_headers(self.default_headers.clone());
+            .default_headers(self.default_headers.clone())
+            .gzip(self.decompress)
+            .brotli(self.decompress)
+            .deflate(self.decompress);
         if let Some(user_agent) = &self.user_agent {
             builder = builder.user_agent(user_agent.clone());
         }
@@ -288,6 +293,7 @@ impl fmt::Debug for HttpSettings {
             .field("connect_timeout", &self.connect_timeout)
             .field("http2_prior_knowledge", &self.http2_prior_knowledge)
             .field("proxy", &self.proxy)
+            .field("decompress", &self.decompress)
             .finish()
     }
 }
@@ -626,6 +632,7 @@ mod tests {
                 connect_timeout: None,
                 http2_prior_knowledge: false,
                 proxy: None,
+                decompress: true,
             },
         }
     }

@@ -14,6 +14,61 @@ pub(crate) fn fast_client() -> ClientBuilder {
         .jitter_seed(2)
 }
 
+/// A loopback server that answers every request with the same bytes, whatever they are, and
+/// closes the connection. It keeps the head of each request it read; dropped, it stops.
+pub(crate) struct RawServer {
+    /// Its base URL.
+    pub(crate) url: String,
+    heads: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RawServer {
+    pub(crate) async fn start(response: impl Into<Vec<u8>>) -> RawServer {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let response = response.into();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("address"));
+        let heads: std::sync::Arc<std::sync::Mutex<Vec<String>>> = std::sync::Arc::default();
+        let seen = std::sync::Arc::clone(&heads);
+        let task = tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let mut head = Vec::new();
+                let mut buffer = [0; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match socket.read(&mut buffer).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(read) => head.extend_from_slice(&buffer[..read]),
+                    }
+                }
+                lock(&seen).push(String::from_utf8_lossy(&head).into_owned());
+                let _ = socket.write_all(&response).await;
+                let _ = socket.shutdown().await;
+            }
+        });
+        RawServer { url, heads, task }
+    }
+
+    /// The heads of the requests read so far, which are then forgotten.
+    pub(crate) fn take_heads(&self) -> Vec<String> {
+        std::mem::take(&mut *lock(&self.heads))
+    }
+}
+
+impl Drop for RawServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// A loopback port with nothing listening on it.
 pub(crate) fn closed_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
