@@ -289,10 +289,7 @@ async fn without_a_hook_the_block_ends_the_request_and_the_host_cools_down() {
         .block_cool_down(Duration::from_secs(600))
         .build()
         .unwrap();
-    for page in 0..5 {
-        let url = server.url(&format!("/guarded/{page}?after=5"));
-        client.get(url).send().await.unwrap();
-    }
+    crawl_guarded(&client, &server, 5, 5).await;
     let error = client
         .get(server.url("/guarded/5?after=5"))
         .send()
@@ -356,6 +353,25 @@ struct ThroughProxy {
     calls: Arc<AtomicU32>,
 }
 
+impl ThroughProxy {
+    fn to(proxy: String) -> Self {
+        ThroughProxy {
+            proxy,
+            calls: Arc::default(),
+        }
+    }
+}
+
+/// Fetches pages `0..pages` behind the site's wall, which blocks an identity after `after`
+/// requests; every one must arrive.
+async fn crawl_guarded(client: &Client, site: &MockServer, pages: u32, after: u32) {
+    for page in 0..pages {
+        let url = site.url(&format!("/guarded/{page}?after={after}"));
+        let response = client.get(url).send().await.expect("every page arrives");
+        assert_eq!(response.status(), 200);
+    }
+}
+
 impl Rotate for ThroughProxy {
     fn rotate(&self, _host: &str, _verdict: &BlockVerdict) -> Option<Identity> {
         (self.calls.fetch_add(1, Ordering::SeqCst) == 0).then(|| {
@@ -371,19 +387,12 @@ impl Rotate for ThroughProxy {
 async fn a_fresh_identity_can_send_the_requests_through_a_proxy() {
     let site = MockServer::start().await.unwrap();
     let proxy = MockServer::start().await.unwrap();
-    let hook = ThroughProxy {
-        proxy: proxy.base_url().replace("http://", "http://user:secret@"),
-        calls: Arc::default(),
-    };
+    let hook = ThroughProxy::to(proxy.base_url().replace("http://", "http://user:secret@"));
     let client = Client::builder()
         .rotate_identity(hook.clone())
         .build()
         .unwrap();
-    for page in 0..10 {
-        let url = site.url(&format!("/guarded/{page}?after=5"));
-        let response = client.get(url).send().await.expect("every page arrives");
-        assert_eq!(response.status(), 200);
-    }
+    crawl_guarded(&client, &site, 10, 5).await;
     assert_eq!(hook.calls.load(Ordering::SeqCst), 1);
     // Five pages direct, the sixth blocked; it and the rest went through the proxy.
     let (site, proxy) = (site.stats(), proxy.stats());
@@ -399,10 +408,7 @@ async fn a_client_proxy_carries_every_request_and_an_identity_proxy_replaces_it(
     let site = MockServer::start().await.unwrap();
     let client_proxy = MockServer::start().await.unwrap();
     let identity_proxy = MockServer::start().await.unwrap();
-    let hook = ThroughProxy {
-        proxy: identity_proxy.base_url(),
-        calls: Arc::default(),
-    };
+    let hook = ThroughProxy::to(identity_proxy.base_url());
     let client = Client::builder()
         .proxy(
             &client_proxy
@@ -412,11 +418,7 @@ async fn a_client_proxy_carries_every_request_and_an_identity_proxy_replaces_it(
         .rotate_identity(hook.clone())
         .build()
         .unwrap();
-    for page in 0..6 {
-        let url = site.url(&format!("/guarded/{page}?after=3"));
-        let response = client.get(url).send().await.expect("every page arrives");
-        assert_eq!(response.status(), 200);
-    }
+    crawl_guarded(&client, &site, 6, 3).await;
     // Three pages through the client's proxy, the fourth blocked there; it and the rest went
     // through the identity's. None went to the site directly.
     assert_eq!(hook.calls.load(Ordering::SeqCst), 1);
