@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use scrapewell::{BlockKind, BlockVerdict, Client, Error, Identity, Rotate};
+use scrapewell::{BlockKind, BlockVerdict, Client, CookieJar, Error, Identity, Rotate};
 use scrapewell_core::block::{Detector, ResponseFacts};
 use scrapewell_mock::{BLOCK_VENDORS, MockServer};
 
@@ -430,6 +430,42 @@ async fn a_client_proxy_carries_every_request_and_an_identity_proxy_replaces_it(
         (4, 1)
     );
     assert_eq!(identity_proxy.proxied_requests, 3);
+}
+
+/// Hands out one fresh identity, known to the wall by its `x-identity` header, without cookies
+/// of its own.
+struct FreshHeader(Arc<AtomicU32>);
+
+impl Rotate for FreshHeader {
+    fn rotate(&self, _host: &str, _verdict: &BlockVerdict) -> Option<Identity> {
+        (self.0.fetch_add(1, Ordering::SeqCst) == 0).then(|| {
+            Identity::new()
+                .header("x-identity", "fresh")
+                .expect("a valid identity")
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_rotation_forgets_the_cookies_the_blocked_identity_was_given() {
+    let site = MockServer::start().await.unwrap();
+    let jar = Arc::new(CookieJar::new());
+    assert!(jar.add("session=logged-in; Path=/", site.url("/login")));
+    let calls = Arc::new(AtomicU32::new(0));
+    let client = Client::builder()
+        .cookie_jar(Arc::clone(&jar))
+        .rotate_identity(FreshHeader(Arc::clone(&calls)))
+        .build()
+        .unwrap();
+    crawl_guarded(&client, &site, 6, 3).await;
+    // The logged-in session served three pages and was blocked on the fourth, whose DataDome
+    // page set a cookie of its own; the fresh identity got that page and the rest, sent with
+    // neither cookie: the wall never saw the blocked session again.
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(jar.cookies(site.url("/")), None);
+    let stats = site.stats();
+    assert_eq!(stats.identities_blocked, 1);
+    assert_eq!(stats.blocked_identity_requests, 0);
 }
 
 #[test]

@@ -138,3 +138,55 @@ async fn with_decompression_off_nothing_is_asked_for_and_the_body_comes_as_sent(
     let head = server.take_heads().remove(0).to_ascii_lowercase();
     assert!(!head.contains("accept-encoding"), "{head}");
 }
+
+#[tokio::test]
+async fn a_client_that_keeps_cookies_sends_back_what_the_server_set() {
+    let answer = "HTTP/1.1 200 OK\r\nSet-Cookie: session=abc; Path=/\r\n\
+        Set-Cookie: theme=dark; Path=/; Max-Age=0\r\nContent-Length: 2\r\n\r\nok";
+    for keep in [true, false] {
+        let server = RawServer::start(answer).await;
+        let client = fast_client().cookie_store(keep).build().unwrap();
+        for _ in 0..2 {
+            client.get(&server.url).send().await.unwrap();
+        }
+        let heads = server.take_heads();
+        let sent = |head: &str| {
+            head.to_ascii_lowercase()
+                .lines()
+                .find_map(|line| line.strip_prefix("cookie:").map(|v| v.trim().to_owned()))
+        };
+        assert_eq!(sent(&heads[0]), None, "nothing before the server set it");
+        // The cookie that expired as it was set is not sent back.
+        let expected = keep.then(|| "session=abc".to_owned());
+        assert_eq!(sent(&heads[1]), expected, "keep: {keep}");
+    }
+}
+
+#[tokio::test]
+async fn a_cookie_set_by_a_redirect_goes_with_the_request_that_follows_it() {
+    let server = MockServer::start().await.unwrap();
+    let client = fast_client().cookie_store(true).build().unwrap();
+    // A login that answers with a session and a redirect to the account page.
+    let login = server.url("/redirect?to=/echo&set_cookie=session%3Dabc%3B%20Path%3D%2F");
+    let echoed: serde_json::Value = client
+        .get(login)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(echoed["path"], "/echo");
+    assert_eq!(echoed["headers"]["cookie"], "session=abc");
+    // A cookie the caller sets itself goes instead of the jar's.
+    let echoed: serde_json::Value = client
+        .get(server.url("/echo"))
+        .header("cookie", "mine=1")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(echoed["headers"]["cookie"], "mine=1");
+}

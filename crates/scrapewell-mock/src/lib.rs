@@ -17,7 +17,7 @@
 //! | `ANY /reset/{id}?times=N` | N times: headers, half the body, then the connection is cut; then 200 |
 //! | `ANY /stall/{id}?ms=M&times=N` | N times (all when absent): wait M ms before answering; then 200 |
 //! | `ANY /status/{code}/{id}?retry_after=V&body=B&content_type=T` | always that status, with that body |
-//! | `ANY /redirect?to=URL&status=302` | a redirect to `to` |
+//! | `ANY /redirect?to=URL&status=302&set_cookie=C` | a redirect to `to`, setting cookie `C` (a `Set-Cookie` value) when given |
 //! | `ANY /echo` | the request's method, path and headers as JSON |
 //! | `ANY /limited/{id}?rate=R&burst=B&headers=H&retry_after=1&window=fixed` | a GCRA limit of R requests a second (0.001 to 10⁶, default 10; burst B from 1 to 10⁴, default 1) per client, or a fixed window; 429 past it; 400 for R or B out of range |
 //! | `GET /docs/{id}?weak=1&churn=1` | a JSON document with a strong ETag (`W/` with `weak=1`); 404 when missing |

@@ -508,7 +508,8 @@ fn custom(status: StatusCode, query: &HashMap<String, String>) -> Response<Body>
     response
 }
 
-/// A redirect (`status`, 302 by default) to `to`.
+/// A redirect (`status`, 302 by default) to `to`, setting the cookie `set_cookie` (a
+/// `Set-Cookie` value) when asked, as a login that answers with a session and a redirect does.
 fn redirect(query: &HashMap<String, String>) -> Response<Body> {
     let status = query
         .get("status")
@@ -523,9 +524,14 @@ fn redirect(query: &HashMap<String, String>) -> Response<Body> {
         return text(StatusCode::BAD_REQUEST, "redirect needs ?to=URL");
     };
     let mut response = text(status, "redirecting");
-    response
-        .headers_mut()
-        .insert(http::header::LOCATION, location);
+    let headers = response.headers_mut();
+    headers.insert(http::header::LOCATION, location);
+    if let Some(cookie) = query
+        .get("set_cookie")
+        .and_then(|cookie| HeaderValue::from_str(cookie).ok())
+    {
+        headers.insert(http::header::SET_COOKIE, cookie);
+    }
     response
 }
 

@@ -12,6 +12,7 @@ use scrapewell_core::block::{BlockVerdict, CoolDowns, CoolingDown};
 use scrapewell_core::ratelimit::HostKey;
 use url::Url;
 
+use crate::CookieJar;
 use crate::transport::{Outgoing, ProxyUrl};
 
 /// Who the client appears to be to a host: headers (a `User-Agent`, a session `Cookie`, a
@@ -170,6 +171,8 @@ pub(crate) struct Blocking {
     cool_downs: CoolDowns,
     rotate: Option<Arc<dyn Rotate>>,
     identities: Mutex<HashMap<HostKey, CurrentIdentity>>,
+    /// The client's cookie jar, which forgets a host's cookies when its identity rotates.
+    cookies: Option<Arc<CookieJar>>,
 }
 
 #[derive(Clone)]
@@ -194,6 +197,7 @@ impl Blocking {
         while_cooling: WhileCooling,
         max_rotations: u32,
         rotate: Option<Arc<dyn Rotate>>,
+        cookies: Option<Arc<CookieJar>>,
     ) -> Blocking {
         Blocking {
             cool_down,
@@ -202,6 +206,7 @@ impl Blocking {
             cool_downs: CoolDowns::new(MAX_ROTATED_HOSTS),
             rotate,
             identities: Mutex::default(),
+            cookies,
         }
     }
 
@@ -242,13 +247,13 @@ impl Blocking {
         }
     }
 
-    /// A request to `host` sent with identity `generation` was blocked with `verdict`; `rotate`
-    /// is the client's hook.
+    /// A request to `url` (of `host`) sent with identity `generation` was blocked with
+    /// `verdict`; `rotate` is the client's hook.
     pub(crate) fn after_block(
         &self,
         rotate: &dyn Rotate,
         host: &HostKey,
-        host_name: &str,
+        url: &Url,
         generation: u64,
         verdict: &BlockVerdict,
     ) -> AfterBlock {
@@ -259,7 +264,12 @@ impl Blocking {
             // Another request already rotated the identity this one was blocked with.
             return AfterBlock::Retry(current.clone());
         }
-        match rotate.rotate(host_name, verdict) {
+        let host_name = format!(
+            "{}:{}",
+            url.host_str().unwrap_or_default(),
+            url.port_or_known_default().unwrap_or_default()
+        );
+        match rotate.rotate(&host_name, verdict) {
             Some(identity) => {
                 let current = CurrentIdentity {
                     generation: generation + 1,
@@ -274,8 +284,12 @@ impl Blocking {
                 }
                 identities.insert(*host, current.clone());
                 drop(identities);
-                // The block was the old identity's; the fresh one starts clean.
+                // The block was the old identity's; the fresh one starts clean, without the
+                // cookies the old one was given.
                 self.cool_downs.lift(host);
+                if let Some(jar) = &self.cookies {
+                    jar.forget_host(url);
+                }
                 tracing::info!(vendor = verdict.vendor(), kind = %verdict.kind(), generation = current.generation, "identity rotated after a block");
                 AfterBlock::Retry(current)
             }

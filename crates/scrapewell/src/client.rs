@@ -18,7 +18,7 @@ use tower::{Service, ServiceBuilder};
 use crate::block::{Blocking, Rotate, WhileCooling};
 use crate::request::uri_of;
 use crate::transport::{HttpSettings, Outgoing, ProxyUrl, Transport, TransportConfig};
-use crate::{Error, IntoUrl, RequestBuilder, Update};
+use crate::{CookieJar, Error, IntoUrl, RequestBuilder, Update};
 
 /// The layers every request goes through, outermost first.
 type Stack = Idempotency<Retry<RateLimit<AttemptTimeout<BlockDetect<Transport>>>>>;
@@ -243,6 +243,7 @@ impl Default for ClientBuilder {
                 http2_prior_knowledge: false,
                 proxy: None,
                 decompress: true,
+                cookies: None,
             },
             policy: RetryPolicy::default(),
             attempt_timeout: Some(Duration::from_secs(30)),
@@ -300,6 +301,21 @@ impl ClientBuilder {
     /// decompressed page. Off, a body comes as the server sent it.
     pub fn decompress(mut self, decompress: bool) -> Self {
         self.http.decompress = decompress;
+        self
+    }
+
+    /// Keeps cookies between requests, in a jar of the client's own ([`CookieJar`]): what a
+    /// server sets is sent back to it (off by default, as in reqwest). A block that rotates the
+    /// identity makes the jar forget the host's cookies.
+    pub fn cookie_store(mut self, keep: bool) -> Self {
+        self.http.cookies = keep.then(|| Arc::new(CookieJar::new()));
+        self
+    }
+
+    /// Keeps cookies between requests in `jar`, which the caller may fill beforehand (a
+    /// logged-in session) and read afterwards, or share between clients.
+    pub fn cookie_jar(mut self, jar: Arc<CookieJar>) -> Self {
+        self.http.cookies = Some(jar);
         self
     }
 
@@ -597,6 +613,7 @@ impl ClientBuilder {
         if let Some(error) = self.error {
             return Err(error);
         }
+        let cookies = self.http.cookies.clone();
         let transport = Transport::new(TransportConfig {
             max_redirects: self.max_redirects,
             max_body: self.max_body_size,
@@ -655,6 +672,7 @@ impl ClientBuilder {
                     self.while_cooling,
                     self.max_rotations,
                     self.rotate,
+                    cookies,
                 ),
                 receive_blocked: self.receive_blocked,
             }),

@@ -43,6 +43,7 @@
 mod block;
 mod body;
 mod client;
+mod cookies;
 mod error;
 mod origins;
 mod request;
@@ -53,6 +54,7 @@ mod update;
 pub use block::{Identity, Rotate, WhileCooling};
 pub use body::Body;
 pub use client::{Client, ClientBuilder};
+pub use cookies::CookieJar;
 pub use error::Error;
 pub use request::{IntoUrl, Pending, RequestBuilder};
 pub use response::Response;

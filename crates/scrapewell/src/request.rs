@@ -573,13 +573,8 @@ async fn guarded(
             blocking.give_up(&host, verdict);
             return Err(error.into());
         };
-        let url = &next.body().url;
-        let host_name = format!(
-            "{}:{}",
-            url.host_str().unwrap_or_default(),
-            url.port_or_known_default().unwrap_or_default()
-        );
-        match blocking.after_block(rotate, &host, &host_name, generation, verdict) {
+        let url = Arc::clone(&next.body().url);
+        match blocking.after_block(rotate, &host, &url, generation, verdict) {
             AfterBlock::Retry(current) => {
                 current.apply(&mut next);
                 generation = current.generation;

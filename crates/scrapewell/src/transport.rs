@@ -21,6 +21,7 @@ use scrapewell_core::timeout::Elapsed;
 use tower::Service;
 use url::Url;
 
+use crate::CookieJar;
 use crate::body::{Body, BodyData, ResponseBody};
 
 /// What failed in one attempt, below the retry layer.
@@ -247,6 +248,9 @@ pub(crate) struct HttpSettings {
     pub(crate) proxy: Option<ProxyUrl>,
     /// Ask for gzip, brotli and deflate bodies, and decompress them.
     pub(crate) decompress: bool,
+    /// The jar the client keeps its cookies in, when it keeps them: read and filled by the
+    /// transport for each request it sends, redirects included, whatever the proxy.
+    pub(crate) cookies: Option<Arc<CookieJar>>,
 }
 
 impl HttpSettings {
@@ -294,6 +298,7 @@ impl fmt::Debug for HttpSettings {
             .field("http2_prior_knowledge", &self.http2_prior_knowledge)
             .field("proxy", &self.proxy)
             .field("decompress", &self.decompress)
+            .field("cookies", &self.cookies)
             .finish()
     }
 }
@@ -406,8 +411,20 @@ async fn exchange(
     let mut body = body.into_reqwest();
     let mut redirects = 0;
     let mut response = loop {
-        let sent = http.execute(reqwest_request(&method, &url, &headers, body.take()));
+        let cookies = config.settings.cookies.as_deref();
+        let sent = http.execute(reqwest_request(
+            &method,
+            &url,
+            &headers,
+            body.take(),
+            cookies,
+        ));
         let response = sent.await.map_err(TransportError::of_send)?;
+        if let Some(jar) = cookies {
+            // Each response of a redirect chain sets its cookies for its own URL: a login
+            // that answers with a session and a redirect gets the session on the next hop.
+            jar.store(response.headers(), &url);
+        }
         let Some(next) = redirect_target(&response, redirects, config.max_redirects)? else {
             break response;
         };
@@ -435,17 +452,25 @@ async fn exchange(
     Ok(into_http(response, whole, url, redirects > 0))
 }
 
-/// One attempt's request. Built outside `exchange`, so that its future does not keep room for
-/// a request that was borrowed while it was filled in.
+/// One attempt's request (or one hop of its redirects), with the jar's cookies for `url`
+/// unless the caller or its identity set a `Cookie` field. Built outside `exchange`, so that
+/// its future does not keep room for a request that was borrowed while it was filled in.
 fn reqwest_request(
     method: &Method,
     url: &Url,
     headers: &HeaderMap,
     body: Option<reqwest::Body>,
+    cookies: Option<&CookieJar>,
 ) -> reqwest::Request {
     let mut request = reqwest::Request::new(method.clone(), url.clone());
     *request.headers_mut() = headers.clone();
     *request.body_mut() = body;
+    if let Some(field) = cookies
+        .filter(|_| !headers.contains_key(COOKIE))
+        .and_then(|jar| jar.field_for(url))
+    {
+        request.headers_mut().insert(COOKIE, field);
+    }
     request
 }
 
@@ -633,6 +658,7 @@ mod tests {
                 http2_prior_knowledge: false,
                 proxy: None,
                 decompress: true,
+                cookies: None,
             },
         }
     }
