@@ -8,7 +8,7 @@ use std::io::Write;
 use scrapewell::Error;
 use scrapewell_mock::MockServer;
 
-use common::{RawServer, fast_client};
+use common::{RawServer, echo_of, fast_client};
 
 #[tokio::test]
 async fn a_whole_body_is_read_whole_or_in_pieces() {
@@ -168,25 +168,10 @@ async fn a_cookie_set_by_a_redirect_goes_with_the_request_that_follows_it() {
     let client = fast_client().cookie_store(true).build().unwrap();
     // A login that answers with a session and a redirect to the account page.
     let login = server.url("/redirect?to=/echo&set_cookie=session%3Dabc%3B%20Path%3D%2F");
-    let echoed: serde_json::Value = client
-        .get(login)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let echoed = echo_of(client.get(login)).await;
     assert_eq!(echoed["path"], "/echo");
     assert_eq!(echoed["headers"]["cookie"], "session=abc");
     // A cookie the caller sets itself goes instead of the jar's.
-    let echoed: serde_json::Value = client
-        .get(server.url("/echo"))
-        .header("cookie", "mine=1")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let echoed = echo_of(client.get(server.url("/echo")).header("cookie", "mine=1")).await;
     assert_eq!(echoed["headers"]["cookie"], "mine=1");
 }

@@ -8,7 +8,7 @@ use futures_util::{StreamExt, stream};
 use scrapewell::{Error, RetryReason, TransientConflict, TransportError};
 use scrapewell_mock::MockServer;
 
-use common::{closed_port, fast_client};
+use common::{closed_port, echo_of, fast_client};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_posts_are_created_exactly_once_when_attempts_time_out() {
@@ -445,15 +445,7 @@ async fn key_is_the_same_on_every_attempt_and_absent_on_get() {
         .unwrap();
     let mut keys = Vec::new();
     for _ in 0..2 {
-        let echoed: serde_json::Value = derived
-            .post(server.url("/echo"))
-            .body("same")
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let echoed = echo_of(derived.post(server.url("/echo")).body("same")).await;
         keys.push(
             echoed["headers"]["idempotency-key"]
                 .as_str()
@@ -516,16 +508,7 @@ async fn the_key_never_follows_a_redirect_to_another_origin() {
     let other = MockServer::start().await.unwrap();
     let client = fast_client().build().unwrap();
     let cross = origin.url(&format!("/redirect?status=307&to={}", other.url("/echo")));
-    let echoed: serde_json::Value = client
-        .post(cross)
-        .bearer_auth("token")
-        .body("x")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let echoed = echo_of(client.post(cross).bearer_auth("token").body("x")).await;
     assert_eq!(echoed["method"], "POST", "307 keeps the method");
     assert!(echoed["headers"].get("idempotency-key").is_none());
     assert!(echoed["headers"].get("authorization").is_none());

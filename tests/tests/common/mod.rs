@@ -69,6 +69,17 @@ fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// What the mock's `/echo` saw of `request`: its method, path, query and headers.
+pub(crate) async fn echo_of(request: scrapewell::RequestBuilder) -> serde_json::Value {
+    request
+        .send()
+        .await
+        .expect("the echo answers")
+        .json()
+        .await
+        .expect("the echo's JSON")
+}
+
 /// A loopback port with nothing listening on it.
 pub(crate) fn closed_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
