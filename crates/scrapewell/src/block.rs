@@ -51,7 +51,8 @@ impl Identity {
         Ok(self)
     }
 
-    /// Sends these cookies (`name=value; other=value`).
+    /// Sends these cookies (`name=value; other=value`), instead of those of the client's
+    /// [`CookieJar`](crate::CookieJar) if it keeps one.
     pub fn cookie(self, cookies: &str) -> Result<Identity, crate::Error> {
         self.header(COOKIE.as_str(), cookies)
     }
