@@ -7,6 +7,11 @@ use http::HeaderMap;
 /// A reset above this many seconds is an epoch time (`X-RateLimit-Reset: 1735689600`), below it
 /// a delta (`X-RateLimit-Reset: 30`).
 const EPOCH_THRESHOLD: u64 = 1_000_000_000;
+/// A reset above this is an epoch time in milliseconds (`1735689600000`), as some servers send
+/// it: in seconds it would be past the year 33,000.
+const EPOCH_MILLIS_THRESHOLD: u64 = 1_000_000_000_000;
+/// Above this, a reset is no time at all, in seconds or milliseconds: malformed, and ignored.
+const EPOCH_MILLIS_LIMIT: u64 = 1_000_000_000_000_000;
 
 /// Resets come in whole seconds: one of a second or less may stand for any wait up to it (an
 /// epoch time rounded down even for a wait of a few milliseconds past now).
@@ -20,7 +25,8 @@ pub(crate) const RESET_RESOLUTION: Duration = Duration::from_secs(1);
 /// - `RateLimit: limit=100, remaining=50, reset=30` (draft-03);
 /// - `RateLimit-Limit`, `RateLimit-Remaining`, `RateLimit-Reset` (drafts 00 to 07);
 /// - `X-RateLimit-Limit`, `X-RateLimit-Remaining`, `X-RateLimit-Reset` (GitHub, Twitter and
-///   others; a reset above 10⁹ is an epoch time in seconds, else a delta).
+///   others; a reset above 10⁹ is an epoch time in seconds, above 10¹² in milliseconds, else a
+///   delta; a fraction of a second counts as a whole one).
 ///
 /// Malformed values are ignored, never fatal.
 ///
@@ -215,16 +221,21 @@ fn separate(
     now: SystemTime,
     limit: &mut ServerLimit,
 ) {
-    let number = |suffix: &str| {
+    let field = |suffix: &str| {
         headers
             .get(format!("{prefix}{suffix}"))
             .and_then(|v| v.to_str().ok())
             // `X-RateLimit-Limit: 60, 60;window=60` and similar: the first number counts.
             .and_then(|v| v.split([',', ';']).next())
-            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(str::trim)
     };
+    let number = |suffix: &str| field(suffix).and_then(|v| v.parse::<u64>().ok());
     apply_separate(
-        (number("limit"), number("remaining"), number("reset")),
+        (
+            number("limit"),
+            number("remaining"),
+            field("reset").and_then(whole_seconds_up),
+        ),
         reset_may_be_epoch,
         now,
         limit,
@@ -239,12 +250,15 @@ fn apply_separate(
 ) {
     // An epoch time past what the clock can represent is malformed, and ignored.
     let reset = reset.and_then(|reset| {
-        if reset_may_be_epoch && reset > EPOCH_THRESHOLD {
-            let at = UNIX_EPOCH.checked_add(secs(reset))?;
-            Some(at.duration_since(now).unwrap_or(Duration::ZERO))
-        } else {
-            Some(secs(reset))
-        }
+        let at = match reset {
+            _ if !reset_may_be_epoch || reset <= EPOCH_THRESHOLD => return Some(secs(reset)),
+            _ if reset <= EPOCH_MILLIS_THRESHOLD => UNIX_EPOCH.checked_add(secs(reset))?,
+            _ if reset <= EPOCH_MILLIS_LIMIT => {
+                UNIX_EPOCH.checked_add(Duration::from_millis(reset))?
+            }
+            _ => return None,
+        };
+        Some(at.duration_since(now).unwrap_or(Duration::ZERO))
     });
     if remaining.is_some() || quota.is_some() {
         limit.remaining = remaining;
@@ -259,6 +273,21 @@ fn apply_separate(
         {
             limit.policy = Some((q, reset));
         }
+    }
+}
+
+/// A count of seconds, whole (`30`) or not (`1470173023.25`, as Discord sends its epoch resets),
+/// rounded up: a server's reset is waited for, not cut short.
+fn whole_seconds_up(text: &str) -> Option<u64> {
+    let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
+    if !fraction.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let whole = whole.parse::<u64>().ok()?;
+    if fraction.bytes().any(|b| b != b'0') {
+        whole.checked_add(1)
+    } else {
+        Some(whole)
     }
 }
 
@@ -440,6 +469,24 @@ mod tests {
         assert_eq!(limit(&[]), None);
         let partial = limit(&[("ratelimit", "\"a\";r=x;t=5, \"b\";r=2;t=4")]).unwrap();
         assert_eq!(partial.remaining, Some(2));
+    }
+
+    #[test]
+    fn an_epoch_reset_may_come_in_milliseconds_or_with_a_fraction() {
+        let reset = |value: &str| {
+            limit(&[("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", value)])
+                .unwrap()
+                .reset
+        };
+        assert_eq!(reset("1700000042000"), Some(secs(42)));
+        assert_eq!(reset("1700000042500"), Some(Duration::from_millis(42_500)));
+        assert_eq!(reset("1700000041.25"), Some(secs(42)));
+        assert_eq!(reset("41.0"), Some(secs(41)));
+        assert_eq!(reset("41.5"), Some(secs(42)));
+        assert_eq!(reset("41."), Some(secs(41)));
+        for malformed in ["4x", "-3", ".5", "4.x", "1e3", ""] {
+            assert_eq!(reset(malformed), None, "{malformed:?}");
+        }
     }
 
     #[test]
