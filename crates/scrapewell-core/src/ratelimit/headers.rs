@@ -24,9 +24,9 @@ pub(crate) const RESET_RESOLUTION: Duration = Duration::from_secs(1);
 ///   headers-08 and later): `"default";r=50;t=30` and `"burst";q=100;w=60`;
 /// - `RateLimit: limit=100, remaining=50, reset=30` (draft-03);
 /// - `RateLimit-Limit`, `RateLimit-Remaining`, `RateLimit-Reset` (drafts 00 to 07);
-/// - `X-RateLimit-Limit`, `X-RateLimit-Remaining`, `X-RateLimit-Reset` (GitHub, Twitter and
-///   others; a reset above 10⁹ is an epoch time in seconds, above 10¹² in milliseconds, else a
-///   delta; a fraction of a second counts as a whole one).
+/// - `X-RateLimit-Limit`, `X-RateLimit-Remaining`, `X-RateLimit-Reset` (GitHub, Twitter,
+///   Reddit and others; a reset above 10⁹ is an epoch time in seconds, above 10¹² in
+///   milliseconds, else a delta; counts with a fraction are rounded down, resets up).
 ///
 /// Malformed values are ignored, never fatal.
 ///
@@ -229,12 +229,13 @@ fn separate(
             .and_then(|v| v.split([',', ';']).next())
             .map(str::trim)
     };
-    let number = |suffix: &str| field(suffix).and_then(|v| v.parse::<u64>().ok());
+    // Counts are rounded down (Reddit's `X-Ratelimit-Remaining: 599.0`), the reset up: the
+    // client errs on the slow side.
     apply_separate(
         (
-            number("limit"),
-            number("remaining"),
-            field("reset").and_then(whole_seconds_up),
+            field("limit").and_then(|v| whole(v, Round::Down)),
+            field("remaining").and_then(|v| whole(v, Round::Down)),
+            field("reset").and_then(|v| whole(v, Round::Up)),
         ),
         reset_may_be_epoch,
         now,
@@ -276,18 +277,22 @@ fn apply_separate(
     }
 }
 
-/// A count of seconds, whole (`30`) or not (`1470173023.25`, as Discord sends its epoch resets),
-/// rounded up: a server's reset is waited for, not cut short.
-fn whole_seconds_up(text: &str) -> Option<u64> {
+enum Round {
+    Down,
+    Up,
+}
+
+/// A number written whole (`30`) or with a fraction (`599.0`, `1470173023.25`, as Reddit and
+/// Discord send theirs), as a whole one rounded as `round` says.
+fn whole(text: &str, round: Round) -> Option<u64> {
     let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
     if !fraction.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     let whole = whole.parse::<u64>().ok()?;
-    if fraction.bytes().any(|b| b != b'0') {
-        whole.checked_add(1)
-    } else {
-        Some(whole)
+    match round {
+        Round::Up if fraction.bytes().any(|b| b != b'0') => whole.checked_add(1),
+        _ => Some(whole),
     }
 }
 
@@ -487,6 +492,23 @@ mod tests {
         for malformed in ["4x", "-3", ".5", "4.x", "1e3", ""] {
             assert_eq!(reset(malformed), None, "{malformed:?}");
         }
+    }
+
+    #[test]
+    fn counts_with_a_fraction_are_rounded_down() {
+        let l = limit(&[
+            ("x-ratelimit-used", "1"),
+            ("x-ratelimit-remaining", "599.0"),
+            ("x-ratelimit-reset", "30"),
+        ])
+        .unwrap();
+        assert_eq!((l.remaining, l.reset), (Some(599), Some(secs(30))));
+        let l = limit(&[
+            ("x-ratelimit-limit", "10.9"),
+            ("x-ratelimit-remaining", "0.5"),
+        ])
+        .unwrap();
+        assert_eq!((l.limit, l.remaining), (Some(10), Some(0)));
     }
 
     #[test]
