@@ -233,6 +233,29 @@ async fn text_is_decoded_by_the_declared_charset() {
         client.get(utf8).send().await.unwrap().text().await.unwrap(),
         "café"
     );
+    // A page that names its charset only in a <meta> tag: "Привет" in windows-1251.
+    let body = [
+        &b"<meta charset=\"windows-1251\"><p>"[..],
+        &[0xCF, 0xF0, 0xE8, 0xE2, 0xE5, 0xF2],
+        b"</p>",
+    ]
+    .concat();
+    let head = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let cyrillic = RawServer::start([head.as_bytes(), &body].concat()).await;
+    assert_eq!(
+        client
+            .get(&cyrillic.url)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        r#"<meta charset="windows-1251"><p>Привет</p>"#
+    );
 }
 
 #[tokio::test]

@@ -164,17 +164,29 @@ impl Response {
         Ok(whole.freeze())
     }
 
-    /// The body as text, decoded by the `charset` of its `Content-Type` (UTF-8 when none is
-    /// named or the name is unknown); malformed sequences become U+FFFD.
+    /// The body as text, decoded as a browser would: by a byte order mark, else the `charset`
+    /// of its `Content-Type`, else, for an HTML page, the charset its first 1,024 bytes declare
+    /// in a `<meta>` tag (`<meta charset="windows-1251">`, or `http-equiv` with a
+    /// `content="text/html; charset=..."`), else UTF-8. An unknown name counts as none;
+    /// malformed sequences become U+FFFD.
     pub async fn text(self) -> Result<String, Error> {
-        let encoding = self
+        let content_type = self
             .headers
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let declared = content_type
+            .as_deref()
             .and_then(charset)
-            .and_then(|label| encoding_rs::Encoding::for_label(label.as_bytes()))
-            .unwrap_or(encoding_rs::UTF_8);
+            .and_then(|label| encoding_rs::Encoding::for_label(label.as_bytes()));
         let bytes = self.bytes().await?;
+        let html = content_type
+            .as_deref()
+            .is_none_or(|ct| ct.to_ascii_lowercase().contains("html"));
+        let encoding = declared
+            .or_else(|| html.then(|| meta_charset(&bytes)).flatten())
+            .unwrap_or(encoding_rs::UTF_8);
+        // `decode` lets a byte order mark override the encoding, as browsers do.
         let (text, _, _) = encoding.decode(&bytes);
         Ok(text.into_owned())
     }
@@ -197,9 +209,74 @@ fn charset(content_type: &str) -> Option<&str> {
     })
 }
 
+/// The encoding an HTML page declares in a `<meta>` tag among its first 1,024 bytes, as the
+/// HTML standard's prescan finds it (simplified: the first `charset=` inside a `<meta` tag). A
+/// page that claims UTF-16 in ASCII bytes is not UTF-16: that reads as UTF-8, as in browsers.
+fn meta_charset(page: &[u8]) -> Option<&'static encoding_rs::Encoding> {
+    let head = &page[..page.len().min(1024)];
+    let lower = head.to_ascii_lowercase();
+    let mut rest = lower.as_slice();
+    while let Some(start) = find(rest, b"<meta") {
+        let tag = &rest[start..];
+        let tag = &tag[..find(tag, b">").unwrap_or(tag.len())];
+        if let Some(at) = find(tag, b"charset=") {
+            let value = tag[at + b"charset=".len()..].trim_ascii_start();
+            let value = value
+                .strip_prefix(b"\"")
+                .or(value.strip_prefix(b"'"))
+                .unwrap_or(value);
+            let end = value
+                .iter()
+                .position(|b| {
+                    matches!(b, b'"' | b'\'' | b';' | b'/' | b'>') || b.is_ascii_whitespace()
+                })
+                .unwrap_or(value.len());
+            let encoding = encoding_rs::Encoding::for_label(&value[..end])?;
+            return Some(
+                if encoding == encoding_rs::UTF_16BE || encoding == encoding_rs::UTF_16LE {
+                    encoding_rs::UTF_8
+                } else {
+                    encoding
+                },
+            );
+        }
+        rest = &rest[start + b"<meta".len()..];
+    }
+    None
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack
+        .windows(needle.len())
+        .position(|window| window == needle)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::charset;
+    use super::{charset, meta_charset};
+
+    #[test]
+    fn a_page_declares_its_charset_in_a_meta_tag() {
+        let name = |page: &str| meta_charset(page.as_bytes()).map(|e| e.name());
+        assert_eq!(
+            name(r#"<html><head><meta charset="windows-1251">"#),
+            Some("windows-1251")
+        );
+        assert_eq!(
+            name(r#"<META HTTP-EQUIV="Content-Type" CONTENT="text/html; charset=Shift_JIS">"#),
+            Some("Shift_JIS")
+        );
+        assert_eq!(name("<meta charset=gbk><title>"), Some("GBK"));
+        assert_eq!(name(r#"<meta charset="utf-16">"#), Some("UTF-8"));
+        assert_eq!(name(r#"<meta charset="no-such-thing">"#), None);
+        assert_eq!(
+            name(r#"<meta name="viewport" content="width=device-width">"#),
+            None
+        );
+        assert_eq!(name("<p>charset=koi8-r is not in a meta tag</p>"), None);
+        let late = format!("{}<meta charset=\"koi8-r\">", " ".repeat(1024));
+        assert_eq!(name(&late), None, "past the first 1,024 bytes");
+    }
 
     #[test]
     fn charset_is_read_from_the_parameters() {
