@@ -7,7 +7,7 @@ use std::time::Duration;
 use scrapewell::{Error, TransportError};
 use scrapewell_mock::MockServer;
 
-use common::{RawServer, closed_port, fast_client};
+use common::{RawServer, closed_port, fast_client, ok_with};
 
 #[tokio::test]
 async fn an_invalid_url_is_an_invalid_request() {
@@ -215,24 +215,12 @@ async fn text_is_decoded_by_the_declared_charset() {
     let latin1 = server.url(&format!(
         "/status/200/latin1?content_type=text/plain;%20charset=iso-8859-1&{body}"
     ));
-    assert_eq!(
-        client
-            .get(latin1)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-        "cafÃ©"
-    );
+    let text_of = async |url: String| client.get(url).send().await.unwrap().text().await.unwrap();
+    assert_eq!(text_of(latin1).await, "cafÃ©");
     let utf8 = server.url(&format!(
         "/status/200/utf8?content_type=text/plain;%20charset=utf-8&{body}"
     ));
-    assert_eq!(
-        client.get(utf8).send().await.unwrap().text().await.unwrap(),
-        "café"
-    );
+    assert_eq!(text_of(utf8).await, "café");
     // A page that names its charset only in a <meta> tag: "Привет" in windows-1251.
     let body = [
         &b"<meta charset=\"windows-1251\"><p>"[..],
@@ -240,20 +228,9 @@ async fn text_is_decoded_by_the_declared_charset() {
         b"</p>",
     ]
     .concat();
-    let head = format!(
-        "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    );
-    let cyrillic = RawServer::start([head.as_bytes(), &body].concat()).await;
+    let cyrillic = RawServer::start(ok_with("Content-Type: text/html\r\n", &body)).await;
     assert_eq!(
-        client
-            .get(&cyrillic.url)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
+        text_of(cyrillic.url.clone()).await,
         r#"<meta charset="windows-1251"><p>Привет</p>"#
     );
 }

@@ -8,7 +8,7 @@ use std::io::Write;
 use scrapewell::Error;
 use scrapewell_mock::MockServer;
 
-use common::{RawServer, echo_of, fast_client};
+use common::{RawServer, echo_of, fast_client, ok_with};
 
 #[tokio::test]
 async fn a_whole_body_is_read_whole_or_in_pieces() {
@@ -79,14 +79,8 @@ fn compressed(encoding: &str, body: &[u8]) -> Vec<u8> {
 
 /// A response whose body is `body` compressed as `encoding`.
 fn compressed_response(encoding: &str, body: &[u8]) -> Vec<u8> {
-    let body = compressed(encoding, body);
-    let mut response = format!(
-        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Encoding: {encoding}\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    response.extend_from_slice(&body);
-    response
+    let headers = format!("Content-Type: text/plain\r\nContent-Encoding: {encoding}\r\n");
+    ok_with(&headers, &compressed(encoding, body))
 }
 
 #[tokio::test]

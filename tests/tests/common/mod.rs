@@ -14,6 +14,16 @@ pub(crate) fn fast_client() -> ClientBuilder {
         .jitter_seed(2)
 }
 
+/// A `200 OK` with `headers` (each line ending in CRLF), `body` and its length, as raw bytes for
+/// a [`RawServer`].
+pub(crate) fn ok_with(headers: &str, body: &[u8]) -> Vec<u8> {
+    let head = format!(
+        "HTTP/1.1 200 OK\r\n{headers}Content-Length: {}\r\n\r\n",
+        body.len()
+    );
+    [head.as_bytes(), body].concat()
+}
+
 /// A loopback server that answers every request with the same bytes, whatever they are, and
 /// closes the connection. It keeps the head of each request it read; dropped, it stops.
 pub(crate) struct RawServer {
