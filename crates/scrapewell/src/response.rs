@@ -165,10 +165,10 @@ impl Response {
     }
 
     /// The body as text, decoded as a browser would: by a byte order mark, else the `charset`
-    /// of its `Content-Type`, else, for an HTML page, the charset its first 1,024 bytes declare
-    /// in a `<meta>` tag (`<meta charset="windows-1251">`, or `http-equiv` with a
-    /// `content="text/html; charset=..."`), else UTF-8. An unknown name counts as none;
-    /// malformed sequences become U+FFFD.
+    /// of its `Content-Type`, else, for HTML or XML, the encoding its first 1,024 bytes
+    /// declare (an XML declaration's `encoding="..."`, as RSS feeds write it; a `<meta
+    /// charset="windows-1251">`, or `http-equiv` with a `content="text/html; charset=..."`),
+    /// else UTF-8. An unknown name counts as none; malformed sequences become U+FFFD.
     pub async fn text(self) -> Result<String, Error> {
         let content_type = self
             .headers
@@ -180,11 +180,12 @@ impl Response {
             .and_then(charset)
             .and_then(|label| encoding_rs::Encoding::for_label(label.as_bytes()));
         let bytes = self.bytes().await?;
-        let html = content_type
-            .as_deref()
-            .is_none_or(|ct| ct.to_ascii_lowercase().contains("html"));
+        let markup = content_type.as_deref().is_none_or(|ct| {
+            let ct = ct.to_ascii_lowercase();
+            ct.contains("html") || ct.contains("xml")
+        });
         let encoding = declared
-            .or_else(|| html.then(|| meta_charset(&bytes)).flatten())
+            .or_else(|| markup.then(|| markup_charset(&bytes)).flatten())
             .unwrap_or(encoding_rs::UTF_8);
         // `decode` lets a byte order mark override the encoding, as browsers do.
         let (text, _, _) = encoding.decode(&bytes);
@@ -209,40 +210,59 @@ fn charset(content_type: &str) -> Option<&str> {
     })
 }
 
-/// The encoding an HTML page declares in a `<meta>` tag among its first 1,024 bytes, as the
-/// HTML standard's prescan finds it (simplified: the first `charset=` inside a `<meta` tag). A
-/// page that claims UTF-16 in ASCII bytes is not UTF-16: that reads as UTF-8, as in browsers.
-fn meta_charset(page: &[u8]) -> Option<&'static encoding_rs::Encoding> {
+/// The encoding a page declares among its first 1,024 bytes: in an XML declaration
+/// (`<?xml version="1.0" encoding="windows-1251"?>`), else in a `<meta>` tag, as the HTML
+/// standard's prescan finds it (simplified: the first `charset=` inside a `<meta` tag). A page
+/// that claims UTF-16 in ASCII bytes is not UTF-16: that reads as UTF-8, as in browsers.
+fn markup_charset(page: &[u8]) -> Option<&'static encoding_rs::Encoding> {
     let head = &page[..page.len().min(1024)];
     let lower = head.to_ascii_lowercase();
-    let mut rest = lower.as_slice();
+    let label = xml_declared(&lower).or_else(|| meta_declared(&lower))?;
+    let encoding = encoding_rs::Encoding::for_label(label)?;
+    Some(
+        if encoding == encoding_rs::UTF_16BE || encoding == encoding_rs::UTF_16LE {
+            encoding_rs::UTF_8
+        } else {
+            encoding
+        },
+    )
+}
+
+/// The `encoding` of an XML declaration that opens `head` (lowercase).
+fn xml_declared(head: &[u8]) -> Option<&[u8]> {
+    let declaration = head.trim_ascii_start().strip_prefix(b"<?xml")?;
+    let declaration = &declaration[..find(declaration, b"?>")?];
+    value_after(declaration, b"encoding=")
+}
+
+/// The `charset` of the first `<meta>` tag in `head` (lowercase) that names one.
+fn meta_declared(head: &[u8]) -> Option<&[u8]> {
+    let mut rest = head;
     while let Some(start) = find(rest, b"<meta") {
         let tag = &rest[start..];
         let tag = &tag[..find(tag, b">").unwrap_or(tag.len())];
-        if let Some(at) = find(tag, b"charset=") {
-            let value = tag[at + b"charset=".len()..].trim_ascii_start();
-            let value = value
-                .strip_prefix(b"\"")
-                .or(value.strip_prefix(b"'"))
-                .unwrap_or(value);
-            let end = value
-                .iter()
-                .position(|b| {
-                    matches!(b, b'"' | b'\'' | b';' | b'/' | b'>') || b.is_ascii_whitespace()
-                })
-                .unwrap_or(value.len());
-            let encoding = encoding_rs::Encoding::for_label(&value[..end])?;
-            return Some(
-                if encoding == encoding_rs::UTF_16BE || encoding == encoding_rs::UTF_16LE {
-                    encoding_rs::UTF_8
-                } else {
-                    encoding
-                },
-            );
+        if let Some(label) = value_after(tag, b"charset=") {
+            return Some(label);
         }
         rest = &rest[start + b"<meta".len()..];
     }
     None
+}
+
+/// The value that follows `key` in `text`, quoted or not.
+fn value_after<'t>(text: &'t [u8], key: &[u8]) -> Option<&'t [u8]> {
+    let value = text[find(text, key)? + key.len()..].trim_ascii_start();
+    let value = value
+        .strip_prefix(b"\"")
+        .or(value.strip_prefix(b"'"))
+        .unwrap_or(value);
+    let end = value
+        .iter()
+        .position(|b| {
+            matches!(b, b'"' | b'\'' | b';' | b'/' | b'>' | b'?') || b.is_ascii_whitespace()
+        })
+        .unwrap_or(value.len());
+    Some(&value[..end])
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
@@ -253,11 +273,11 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 
 #[cfg(test)]
 mod tests {
-    use super::{charset, meta_charset};
+    use super::{charset, markup_charset};
 
     #[test]
     fn a_page_declares_its_charset_in_a_meta_tag() {
-        let name = |page: &str| meta_charset(page.as_bytes()).map(|e| e.name());
+        let name = |page: &str| markup_charset(page.as_bytes()).map(|e| e.name());
         assert_eq!(
             name(r#"<html><head><meta charset="windows-1251">"#),
             Some("windows-1251")
@@ -276,6 +296,25 @@ mod tests {
         assert_eq!(name("<p>charset=koi8-r is not in a meta tag</p>"), None);
         let late = format!("{}<meta charset=\"koi8-r\">", " ".repeat(1024));
         assert_eq!(name(&late), None, "past the first 1,024 bytes");
+    }
+
+    #[test]
+    fn a_feed_declares_its_encoding_in_the_xml_declaration() {
+        let name = |page: &str| markup_charset(page.as_bytes()).map(|e| e.name());
+        assert_eq!(
+            name("<?xml version=\"1.0\" encoding=\"windows-1251\"?><rss>"),
+            Some("windows-1251")
+        );
+        assert_eq!(
+            name("\n<?xml version='1.0' encoding='ISO-8859-1' ?>"),
+            Some("windows-1252")
+        );
+        assert_eq!(name("<?xml version=\"1.0\"?><rss>"), None);
+        assert_eq!(
+            name("<rss><?xml encoding=\"koi8-r\"?>"),
+            None,
+            "not opening the page"
+        );
     }
 
     #[test]
