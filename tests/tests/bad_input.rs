@@ -207,6 +207,45 @@ async fn streaming_mode_does_not_retry_a_body_that_breaks_off() {
 }
 
 #[tokio::test]
+async fn a_body_that_is_not_the_json_asked_for_stays_with_the_error() {
+    let server = MockServer::start().await.unwrap();
+    let client = fast_client().build().unwrap();
+    let page = server.url(
+        "/status/200/challenge?content_type=text/html&body=%3Ch1%3EJust%20a%20moment%3C%2Fh1%3E",
+    );
+    match client
+        .get(page)
+        .send()
+        .await
+        .unwrap()
+        .json::<serde_json::Value>()
+        .await
+    {
+        Err(Error::Decode { body, attempts, .. }) => {
+            assert_eq!(&body[..], b"<h1>Just a moment</h1>");
+            assert_eq!(attempts.count(), 1);
+        }
+        other => panic!("expected a decode error, got {other:?}"),
+    }
+    // A large body is kept whole, and printing the error shows only its start.
+    let error = client
+        .get(server.url("/bytes/100000"))
+        .send()
+        .await
+        .unwrap()
+        .json::<serde_json::Value>()
+        .await
+        .unwrap_err();
+    let Error::Decode { body, .. } = &error else {
+        panic!("expected a decode error, got {error:?}");
+    };
+    assert_eq!(body.len(), 100_000);
+    let printed = format!("{error:?}");
+    assert!(printed.len() < 1_000, "{} characters", printed.len());
+    assert!(printed.contains("100000 bytes"), "{printed}");
+}
+
+#[tokio::test]
 async fn text_is_decoded_by_the_declared_charset() {
     let server = MockServer::start().await.unwrap();
     let client = fast_client().build().unwrap();

@@ -55,7 +55,7 @@ pub use block::{Identity, Rotate, WhileCooling};
 pub use body::Body;
 pub use client::{Client, ClientBuilder};
 pub use cookies::CookieJar;
-pub use error::Error;
+pub use error::{Error, ErrorBody};
 pub use request::{IntoUrl, Pending, RequestBuilder};
 pub use response::Response;
 pub use transport::TransportError;

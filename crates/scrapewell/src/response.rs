@@ -11,6 +11,7 @@ use http_body_util::BodyExt;
 use scrapewell_core::block::{BlockVerdict, PeekedBody};
 
 use crate::body::{BodyData, ResponseBody};
+use crate::error::decode_json;
 use crate::{Error, TransportError};
 
 /// A response, with what the client learned getting it.
@@ -195,8 +196,7 @@ impl Response {
     /// The body parsed as JSON.
     pub async fn json<T: DeserializeOwned>(self) -> Result<T, Error> {
         let attempts = self.attempts.clone();
-        let bytes = self.bytes().await?;
-        serde_json::from_slice(&bytes).map_err(|source| Error::Decode { source, attempts })
+        decode_json(self.bytes().await?, &attempts)
     }
 }
 

@@ -14,6 +14,7 @@ use serde::de::DeserializeOwned;
 use tracing::Instrument;
 use url::Url;
 
+use crate::error::decode_json;
 use crate::request::{self, LoggedTarget};
 use crate::{Client, Error};
 
@@ -233,10 +234,10 @@ impl Update {
     {
         self.run(
             |current: &Bytes, attempts: &Attempts| {
-                let state = decode_json(current, attempts).map_err(UpdateError::Request)?;
+                let state = decode_json(current.clone(), attempts).map_err(UpdateError::Request)?;
                 match edit(state).map_err(UpdateError::Edit)? {
                     None => Ok(Edited::Kept(
-                        decode_json(current, attempts).map_err(UpdateError::Request)?,
+                        decode_json(current.clone(), attempts).map_err(UpdateError::Request)?,
                     )),
                     Some(next) => {
                         let body = serde_json::to_vec(&next).map_err(|e| {
@@ -510,11 +511,4 @@ fn unversioned(reason: &str, attempts: Attempts) -> Error {
         reason: reason.to_owned(),
         attempts,
     }
-}
-
-fn decode_json<T: DeserializeOwned>(body: &Bytes, attempts: &Attempts) -> Result<T, Error> {
-    serde_json::from_slice(body).map_err(|source| Error::Decode {
-        source,
-        attempts: attempts.clone(),
-    })
 }
