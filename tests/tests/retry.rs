@@ -522,3 +522,17 @@ async fn the_key_never_follows_a_redirect_to_another_origin() {
         "same origin keeps the key"
     );
 }
+
+#[tokio::test]
+async fn a_followed_redirect_sends_the_referer_a_browser_would() {
+    let origin = MockServer::start().await.unwrap();
+    let other = MockServer::start().await.unwrap();
+    let client = fast_client().build().unwrap();
+    let within = origin.url("/redirect?to=/echo");
+    let echoed = echo_of(client.get(&within)).await;
+    assert_eq!(echoed["headers"]["referer"], within.as_str());
+    // To another origin, only the origin goes.
+    let across = origin.url(&format!("/redirect?to={}", other.url("/echo")));
+    let echoed = echo_of(client.get(&across)).await;
+    assert_eq!(echoed["headers"]["referer"], origin.url("/"));
+}

@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use futures_util::future::BoxFuture;
 use http::header::{
-    AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, COOKIE, LOCATION, PROXY_AUTHORIZATION,
+    AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, COOKIE, LOCATION, PROXY_AUTHORIZATION, REFERER,
 };
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use scrapewell_core::ReplayBody;
@@ -520,8 +520,32 @@ impl NextRequest<'_> {
                 self.headers.remove(name);
             }
         }
+        match referer(response.url(), next) {
+            Some(referer) => self.headers.insert(REFERER, referer),
+            None => self.headers.remove(REFERER),
+        };
         true
     }
+}
+
+/// The `Referer` a browser sends when it follows a redirect from `from` to `to`, under its
+/// default policy (`strict-origin-when-cross-origin`): the whole URL within one origin, the
+/// origin alone to another, nothing from HTTPS down to HTTP. Credentials and the fragment are
+/// never part of it.
+fn referer(from: &Url, to: &Url) -> Option<HeaderValue> {
+    if from.scheme() == "https" && to.scheme() == "http" {
+        return None;
+    }
+    let mut shown = from.clone();
+    shown.set_fragment(None);
+    // Cannot fail for an http(s) URL, which has a host.
+    let _ = shown.set_username("");
+    let _ = shown.set_password(None);
+    if from.origin() != to.origin() {
+        shown.set_path("/");
+        shown.set_query(None);
+    }
+    HeaderValue::from_str(shown.as_str()).ok()
 }
 
 /// Where a redirect leads, when it should be followed; `None` for a response that is final.
@@ -669,6 +693,28 @@ mod tests {
             url: Arc::new(Url::parse(url).unwrap()),
             proxy: None,
         })
+    }
+
+    #[test]
+    fn a_redirect_refers_as_a_browser_does() {
+        let referer = |from: &str, to: &str| {
+            referer(&Url::parse(from).unwrap(), &Url::parse(to).unwrap())
+                .map(|value| value.to_str().unwrap().to_owned())
+        };
+        let from = "https://user:secret@shop.example/cart?id=7#top";
+        assert_eq!(
+            referer(from, "https://shop.example/login").as_deref(),
+            Some("https://shop.example/cart?id=7")
+        );
+        assert_eq!(
+            referer(from, "https://auth.example/login").as_deref(),
+            Some("https://shop.example/")
+        );
+        assert_eq!(referer(from, "http://shop.example/cart"), None);
+        assert_eq!(
+            referer("http://shop.example/a", "https://shop.example/a").as_deref(),
+            Some("http://shop.example/")
+        );
     }
 
     /// An HTTP/2 frame (RFC 9113, 4.1).
