@@ -36,6 +36,7 @@
 
 pub mod block;
 mod body;
+mod error_body;
 pub mod idempotency;
 mod lasting;
 mod media;
@@ -45,5 +46,6 @@ pub mod retry;
 pub mod timeout;
 
 pub use body::{InspectBody, ReplayBody, try_clone_request};
+pub use error_body::ErrorBody;
 pub use lasting::Lasting;
 pub use problem::ProblemDetails;

@@ -1,13 +1,12 @@
 //! The one error type of the client.
 
-use std::fmt;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode};
 use scrapewell_core::block::BlockVerdict;
 use scrapewell_core::retry::{Attempts, RetryError, RetryReason};
-use scrapewell_core::{Lasting, ProblemDetails};
+use scrapewell_core::{ErrorBody, Lasting, ProblemDetails};
 
 use crate::TransportError;
 
@@ -67,7 +66,7 @@ pub enum Error {
         /// The current version's ETag, when known.
         etag: Option<HeaderValue>,
         /// The current state, when known: the server's answer, or the last state read.
-        current: Option<Bytes>,
+        current: Option<ErrorBody>,
         /// The server's problem details, when it sent a problem document.
         problem: Option<Box<ProblemDetails>>,
         /// The attempts made by the last write.
@@ -252,59 +251,6 @@ pub enum Error {
     },
 }
 
-/// A response body an error carries, whole. It derefs to its bytes; its `Debug` shows the
-/// length and the first 64 bytes only, so that an error printed with `{:?}` (or by an
-/// `unwrap()`) stays a line, not a page.
-///
-/// # Example
-///
-/// ```
-/// # async fn run() -> Result<(), scrapewell::Error> {
-/// let client = scrapewell::Client::new();
-/// let response = client.get("http://127.0.0.1:8080/api/items").send().await?;
-/// match response.json::<serde_json::Value>().await {
-///     Ok(items) => println!("{items}"),
-///     Err(scrapewell::Error::Decode { body, .. }) => {
-///         eprintln!("not JSON: {}", String::from_utf8_lossy(&body));
-///     }
-///     Err(other) => return Err(other),
-/// }
-/// # Ok(()) }
-/// ```
-#[derive(Clone, PartialEq, Eq)]
-pub struct ErrorBody(Bytes);
-
-impl ErrorBody {
-    /// The bytes.
-    pub fn into_bytes(self) -> Bytes {
-        self.0
-    }
-}
-
-impl std::ops::Deref for ErrorBody {
-    type Target = Bytes;
-
-    fn deref(&self) -> &Bytes {
-        &self.0
-    }
-}
-
-impl fmt::Debug for ErrorBody {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const SHOWN: usize = 64;
-        write!(
-            f,
-            "{} bytes: {:?}",
-            self.0.len(),
-            &self.0[..self.0.len().min(SHOWN)]
-        )?;
-        if self.0.len() > SHOWN {
-            f.write_str("…")?;
-        }
-        Ok(())
-    }
-}
-
 /// `body` read as JSON, or the error that keeps it.
 pub(crate) fn decode_json<T: serde::de::DeserializeOwned>(
     body: Bytes,
@@ -312,7 +258,7 @@ pub(crate) fn decode_json<T: serde::de::DeserializeOwned>(
 ) -> Result<T, Error> {
     serde_json::from_slice(&body).map_err(|source| Error::Decode {
         source,
-        body: ErrorBody(body),
+        body: ErrorBody::from(body),
         attempts: attempts.clone(),
     })
 }

@@ -55,13 +55,12 @@ pub use block::{Identity, Rotate, WhileCooling};
 pub use body::Body;
 pub use client::{Client, ClientBuilder};
 pub use cookies::CookieJar;
-pub use error::{Error, ErrorBody};
+pub use error::Error;
 pub use request::{IntoUrl, Pending, RequestBuilder};
 pub use response::Response;
 pub use transport::TransportError;
 pub use update::{Update, UpdateError, Updated, VersionAt};
 
-pub use scrapewell_core::ProblemDetails;
 pub use scrapewell_core::block::{BlockKind, BlockVerdict, Detector, Evidence, RuleError, RuleSet};
 pub use scrapewell_core::idempotency::{KeyFormat, KeyStrategy};
 #[cfg(feature = "redis")]
@@ -71,3 +70,4 @@ pub use scrapewell_core::ratelimit::{
     SharedQuota,
 };
 pub use scrapewell_core::retry::{Attempts, RetryReason, RetryRecord, TransientConflict};
+pub use scrapewell_core::{ErrorBody, ProblemDetails};

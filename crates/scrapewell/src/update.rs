@@ -343,7 +343,7 @@ impl Update {
                     return Err(Error::StaleVersion {
                         status,
                         etag: read.etag,
-                        current: Some(read.body),
+                        current: Some(read.body.into()),
                         problem,
                         attempts,
                     }

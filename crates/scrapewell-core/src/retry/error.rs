@@ -2,12 +2,11 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::{HeaderValue, StatusCode};
 
 use super::{Attempts, RetryReason};
 use crate::block::BlockVerdict;
-use crate::{Lasting, ProblemDetails};
+use crate::{ErrorBody, Lasting, ProblemDetails};
 
 /// Why a request failed after the retry layer was done with it. Every variant carries the
 /// [`Attempts`] made.
@@ -68,7 +67,7 @@ pub enum RetryError<E> {
         etag: Option<HeaderValue>,
         /// The response body: the current state, when the server sent it (and not a problem
         /// document).
-        current: Option<Bytes>,
+        current: Option<ErrorBody>,
         /// The problem details, when the server declared its body one
         /// (`application/problem+json`).
         problem: Option<Box<ProblemDetails>>,

@@ -18,7 +18,7 @@ use super::{
     AttemptResult, Attempts, Classify, Outcome, RequestFacts, RetryError, RetryOverrides,
     RetryPolicy, RetryReason, RetryRecord, parse_retry_after,
 };
-use crate::{InspectBody, ProblemDetails, ReplayBody, try_clone_request};
+use crate::{ErrorBody, InspectBody, ProblemDetails, ReplayBody, try_clone_request};
 
 pin_project! {
     /// Response future of [`Retry`](super::Retry): drives every attempt of one logical
@@ -455,7 +455,10 @@ fn finish<ResB: InspectBody, E>(
                 etag: response.headers().get(ETAG).cloned(),
                 current: match problem {
                     Some(_) => None,
-                    None => response.body().inspect().map(Bytes::copy_from_slice),
+                    None => response
+                        .body()
+                        .inspect()
+                        .map(|body| ErrorBody::from(Bytes::copy_from_slice(body))),
                 },
                 problem,
                 attempts,

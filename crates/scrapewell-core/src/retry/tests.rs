@@ -746,7 +746,7 @@ async fn conditional_request_conflict_is_a_stale_version_with_the_current_state(
             assert!(problem.is_none());
             assert_eq!(status, StatusCode::PRECONDITION_FAILED);
             assert_eq!(etag.unwrap(), "\"v2\"");
-            assert_eq!(current.unwrap(), "{\"n\":2}");
+            assert_eq!(*current.unwrap(), "{\"n\":2}");
             assert_eq!(attempts.count(), 1);
         }
         other => panic!("expected StaleVersion, got {other:?}"),
