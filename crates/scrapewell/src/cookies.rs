@@ -86,16 +86,6 @@ impl CookieJar {
         }
     }
 
-    fn read(&self) -> RwLockReadGuard<'_, cookie_store::CookieStore> {
-        self.0.read().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn write(&self) -> RwLockWriteGuard<'_, cookie_store::CookieStore> {
-        self.0.write().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-impl CookieJar {
     /// Keeps the cookies of `headers`' `Set-Cookie` fields, received from `url`. One that does
     /// not parse, or that `url` may not set, is left out, as a browser leaves it.
     pub(crate) fn store(&self, headers: &HeaderMap, url: &Url) {
@@ -117,6 +107,14 @@ impl CookieJar {
         let mut value = HeaderValue::try_from(self.header_for(url)?).ok()?;
         value.set_sensitive(true);
         Some(value)
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, cookie_store::CookieStore> {
+        self.0.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, cookie_store::CookieStore> {
+        self.0.write().unwrap_or_else(PoisonError::into_inner)
     }
 }
 

@@ -171,20 +171,16 @@ impl Response {
     /// charset="windows-1251">`, or `http-equiv` with a `content="text/html; charset=..."`),
     /// else UTF-8. An unknown name counts as none; malformed sequences become U+FFFD.
     pub async fn text(self) -> Result<String, Error> {
-        let content_type = self
-            .headers
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+        // Both read off the headers before the body takes the response.
+        let content_type = self.headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
         let declared = content_type
-            .as_deref()
             .and_then(charset)
             .and_then(|label| encoding_rs::Encoding::for_label(label.as_bytes()));
-        let bytes = self.bytes().await?;
-        let markup = content_type.as_deref().is_none_or(|ct| {
+        let markup = content_type.is_none_or(|ct| {
             let ct = ct.to_ascii_lowercase();
             ct.contains("html") || ct.contains("xml")
         });
+        let bytes = self.bytes().await?;
         let encoding = declared
             .or_else(|| markup.then(|| markup_charset(&bytes)).flatten())
             .unwrap_or(encoding_rs::UTF_8);

@@ -410,8 +410,8 @@ async fn exchange(
     let mut replay = body.buffered_bytes();
     let mut body = body.into_reqwest();
     let mut redirects = 0;
+    let cookies = config.settings.cookies.as_deref();
     let mut response = loop {
-        let cookies = config.settings.cookies.as_deref();
         let sent = http.execute(reqwest_request(
             &method,
             &url,
