@@ -6,8 +6,9 @@ use std::time::Duration;
 /// A [`Duration`] displayed for people, in at most two units (`250 ms`, `1.5 s`, `5 min 30 s`,
 /// `2 h 5 min`, `365 days`, `3 years`), cut down rather than rounded up: a cool-down with
 /// 59.9998 s left reads `59.9 s`. A server's `Retry-After` can ask for anything up to the
-/// largest `Duration`; a year reads `365 days`, not `31536000s`, and the largest, which stands
-/// for a value too large to count, says so.
+/// largest `Duration`; a year reads `365 days`, not `31536000s`, and anything from 500 years up
+/// reads `over 500 years`: past that, a figure says more about where a count saturated (584
+/// years of nanoseconds, the largest `Duration`) than about what the server meant.
 ///
 /// # Example
 ///
@@ -18,7 +19,7 @@ use std::time::Duration;
 /// assert_eq!(Lasting(Duration::from_millis(1500)).to_string(), "1.5 s");
 /// assert_eq!(Lasting(Duration::from_secs(2 * 3600 + 5 * 60)).to_string(), "2 h 5 min");
 /// assert_eq!(Lasting(Duration::from_secs(365 * 24 * 3600)).to_string(), "365 days");
-/// assert_eq!(Lasting(Duration::MAX).to_string(), "longer than a Duration holds");
+/// assert_eq!(Lasting(Duration::MAX).to_string(), "over 500 years");
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Lasting(pub Duration);
@@ -49,9 +50,8 @@ impl fmt::Display for Lasting {
                 (hours, minutes) => write!(f, "{hours} h {minutes} min"),
             },
             _ if seconds < 2 * YEAR => write!(f, "{} days", seconds / DAY),
-            // What saturated: delta-seconds past u64, or a pause past what nanoseconds hold.
-            u64::MAX => f.write_str("longer than a Duration holds"),
-            _ => write!(f, "{} years", seconds / YEAR),
+            _ if seconds < 500 * YEAR => write!(f, "{} years", seconds / YEAR),
+            _ => f.write_str("over 500 years"),
         }
     }
 }
@@ -85,7 +85,12 @@ mod tests {
         assert_eq!(shown(2 * DAY), "2 days");
         assert_eq!(shown(2 * YEAR - 1), "730 days");
         assert_eq!(shown(2 * YEAR), "2 years");
-        assert_eq!(shown(u64::MAX - 1), "584542046090 years");
-        assert_eq!(shown(u64::MAX), "longer than a Duration holds");
+        assert_eq!(shown(500 * YEAR - 1), "499 years");
+        assert_eq!(shown(500 * YEAR), "over 500 years");
+        assert_eq!(
+            Lasting(Duration::from_nanos(u64::MAX)).to_string(),
+            "over 500 years"
+        );
+        assert_eq!(shown(u64::MAX), "over 500 years");
     }
 }

@@ -984,7 +984,11 @@ impl HostState {
     fn pause(&self, now: u64) -> Option<Pause> {
         (self.paused_until > now).then(|| Pause {
             wait: Duration::from_nanos(self.paused_until - now),
-            asked: Duration::from_nanos(self.asked_until.saturating_sub(now)),
+            // A pause past what the clock counts was asked for longer than that: saturated.
+            asked: match self.asked_until {
+                u64::MAX => Duration::MAX,
+                until => Duration::from_nanos(until.saturating_sub(now)),
+            },
             status: http::StatusCode::from_u16(self.paused_by)
                 .unwrap_or(http::StatusCode::SERVICE_UNAVAILABLE),
         })

@@ -330,6 +330,7 @@ async fn a_pause_longer_than_a_request_waits_fails_the_requests_to_its_host_at_o
         .layer(server(log.clone(), |n, host| match (host, n) {
             ("a.test", 1) => status(503, &[("retry-after", "86400")]),
             ("b.test", 1) => status(429, &[("retry-after", "30")]),
+            ("c.test", 1) => status(503, &[("retry-after", "99999999999999999999999")]),
             ("a.test", 2) => status(
                 200,
                 &[("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", "5")],
@@ -361,6 +362,16 @@ async fn a_pause_longer_than_a_request_waits_fails_the_requests_to_its_host_at_o
     assert_eq!(error.remaining, Duration::from_secs(86400));
     assert_eq!(Instant::now(), started, "nobody waited");
     assert_eq!(arrivals(&log, "a.test").len(), 1, "none of them was sent");
+
+    // A pause past what the table's clock counts is reported as such, not as the 584 years
+    // that clock holds.
+    send("http://c.test/1").await.unwrap();
+    let error = paused(send("http://c.test/2").await);
+    assert_eq!(error.remaining, Duration::MAX);
+    assert!(
+        error.to_string().contains("for another over 500 years"),
+        "{error}"
+    );
 
     // A pause within what a request waits is waited out.
     send("http://b.test/1").await.unwrap();
