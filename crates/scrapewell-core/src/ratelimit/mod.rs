@@ -15,6 +15,10 @@
 //!
 //! A host starts with one request in flight and gets one more place for each accepted response,
 //! up to the bound (slow start), so that a burst does not meet a host whose limit is unknown.
+//! A retry (a request carrying [`RetryAttempt`], as the retry
+//! layer's attempts after the first do) takes the next free place before the first attempts
+//! waiting for one, as TCP resends before it sends anything new: it finishes a request already
+//! begun, and a host whose first attempts all time out answers its retries and opens its window.
 //!
 //! A server that asks for a pause longer than a caller would wait (a `Retry-After` of a day) can
 //! have the requests to its host fail at once instead, with [`HostPaused`]
@@ -72,6 +76,8 @@ pub use table::{HostKey, HostStats, HostTable, TableSettings};
 use layer::{Limiter, Shared};
 use shared::SharedSlot;
 use table::{Admission, Departure, Hold, Pause, nanos};
+
+use crate::retry::RetryAttempt;
 
 /// A request to a host its server paused for longer than the layer lets a request wait
 /// ([`RateLimitLayer::fail_paused_longer_than`]); it was not sent.
@@ -195,12 +201,14 @@ where
         let key = name.key();
         let table = &self.shared.table;
         let quota = limiter.map(|l| &**l);
+        // Whether this retry is counted among the host's waiting ones (`None`: a first attempt).
+        let mut retry = request.extensions().get::<RetryAttempt>().map(|_| false);
         let start = match self.shared.shared_slot(name, limiter) {
             Some(slot) => Start::SharedSlot(slot),
             // The common case, a host with room now, is settled here with one reading of the
             // clock and one look at the host's state; only a request that has to wait gets a
             // task.
-            None => match table.admit(&key, table.now(), quota) {
+            None => match table.admit(&key, table.now(), quota, retry.as_mut()) {
                 Admission::Admitted {
                     slot,
                     wait,
@@ -217,6 +225,11 @@ where
         let inner = self.inner.clone();
         let shared = Arc::clone(&self.shared);
         let limiter = limiter.cloned();
+        let mut retry = retry.map(|waiting| RetryInLine {
+            shared: Arc::clone(&shared),
+            key,
+            waiting,
+        });
         ResponseFuture::waiting(async move {
             let first = match start {
                 Start::Looked(first) => first,
@@ -230,12 +243,15 @@ where
                     // it may go as far as the fleet is concerned, so that the pace learned here
                     // reads when requests really leave.
                     shared.take_shared_slot(slot).await;
-                    shared
-                        .table
-                        .admit(&key, shared.table.now(), limiter.as_deref())
+                    shared.table.admit(
+                        &key,
+                        shared.table.now(),
+                        limiter.as_deref(),
+                        RetryInLine::waiting(&mut retry),
+                    )
                 }
             };
-            let mut turn = wait_for_turn(shared, key, limiter, first).await?;
+            let mut turn = wait_for_turn(shared, key, limiter, first, retry).await?;
             let result = inner.oneshot(request).await;
             turn.complete(result.as_ref().ok());
             result
@@ -251,6 +267,30 @@ enum Start {
     Looked(Admission),
 }
 
+/// A retry on its way to its host's turn. Once it has found no place it is counted among the
+/// host's waiting retries, which the places that free go to first, until it is admitted; dropped
+/// before (a deadline, a cancelled task), it withdraws, so that its place goes to the next.
+struct RetryInLine {
+    shared: Arc<Shared>,
+    key: HostKey,
+    waiting: bool,
+}
+
+impl RetryInLine {
+    /// What [`HostTable::admit`] keeps up to date for a retry; `None` for a first attempt.
+    fn waiting(retry: &mut Option<RetryInLine>) -> Option<&mut bool> {
+        retry.as_mut().map(|retry| &mut retry.waiting)
+    }
+}
+
+impl Drop for RetryInLine {
+    fn drop(&mut self) {
+        if self.waiting {
+            self.shared.table.withdraw_retry(&self.key);
+        }
+    }
+}
+
 /// Waits until the request may go, from what its first look at the host found; gives up on a
 /// host paused for longer than the layer lets a request wait.
 async fn wait_for_turn(
@@ -258,6 +298,7 @@ async fn wait_for_turn(
     key: HostKey,
     limiter: Option<Arc<Limiter>>,
     mut admission: Admission,
+    mut retry: Option<RetryInLine>,
 ) -> Result<Turn, HostPaused> {
     let table = &shared.table;
     loop {
@@ -285,9 +326,14 @@ async fn wait_for_turn(
             // jitter would only cost rate.
             Admission::Quota(wait) => tokio::time::sleep(wait).await,
             // A completion between the look and this wait leaves a permit: it is not missed.
-            Admission::Busy(released) => released.notified_owned().await,
+            Admission::Busy(released, line) => released.wait(line).await,
         }
-        admission = table.admit(&key, table.now(), limiter.as_deref());
+        admission = table.admit(
+            &key,
+            table.now(),
+            limiter.as_deref(),
+            RetryInLine::waiting(&mut retry),
+        );
     }
 }
 

@@ -240,8 +240,45 @@ pub(crate) enum Admission {
     Paused(Pause),
     /// The host's quota allows the next request in this long.
     Quota(Duration),
-    /// The host has its most requests in flight: this is notified when one completes.
-    Busy(Arc<Notify>),
+    /// The host has its most requests in flight (or the free places are kept for retries):
+    /// the request waits in `Line` to be notified when a place frees.
+    Busy(Arc<Released>, Line),
+}
+
+/// Which waiters a request is in line with at a busy host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Line {
+    /// Retries, which the places that free go to first.
+    Retries,
+    /// First attempts.
+    First,
+}
+
+/// The two lines of requests waiting for a place in flight at a host.
+#[derive(Debug, Default)]
+pub(crate) struct Released {
+    retries: Notify,
+    first: Notify,
+}
+
+impl Released {
+    /// Waits for a place in `line` to be passed on (or for the permit one left).
+    pub(crate) async fn wait(&self, line: Line) {
+        match line {
+            Line::Retries => self.retries.notified().await,
+            Line::First => self.first.notified().await,
+        }
+    }
+
+    /// Tells one waiter of the retries' line, or else of the first attempts', that a place
+    /// freed. Whoever wakes looks again: a place is never handed over, only announced.
+    fn pass_on(&self, to_retry: bool) {
+        if to_retry {
+            self.retries.notify_one();
+        } else {
+            self.first.notify_one();
+        }
+    }
 }
 
 /// When a request left, and under which pace: what its answer is learned against.
@@ -298,7 +335,7 @@ impl ShardHosts {
             let mut seen: Vec<(u64, u64)> = self
                 .map
                 .iter()
-                .filter(|(_, s)| s.in_flight == 0)
+                .filter(|(_, s)| s.in_flight == 0 && s.retries_waiting == 0)
                 .map(|(k, s)| (s.last_seen, *k))
                 .collect();
             let excess = self.map.len() + 1 - per_shard;
@@ -338,8 +375,8 @@ struct HostState {
     window_start: u64,
     window_accepted: u32,
     in_flight: u32,
-    /// Notified when a request completes; made when a request first has to wait for one.
-    released: Option<Arc<Notify>>,
+    /// Notified when a place in flight frees; made when a request first has to wait for one.
+    released: Option<Arc<Released>>,
     // The rest is read only when the server limits or refuses.
     /// The spacing asked for by the remaining budget, until `hint_until`.
     hint: u64,
@@ -365,6 +402,8 @@ struct HostState {
     clean: u32,
     /// The units the server's last answer said remain until `reset_by`.
     budget: u32,
+    /// Retries waiting for a place in flight: the next places free are theirs.
+    retries_waiting: u32,
     /// Clean stretches past the plateau since the last cut.
     probes: u16,
     /// Responses accepted so far, while fewer than the in-flight bound: the host's window of
@@ -450,14 +489,41 @@ impl HostTable {
     /// Asks for a request's turn at a host at `now`, in one look at its state: not while the
     /// host is paused or has its most requests in flight, nor before its quota allows. An
     /// admitted request is counted in flight and takes the next slot in the learned pace.
-    pub(crate) fn admit(&self, key: &HostKey, now: u64, quota: Option<&Limiter>) -> Admission {
+    ///
+    /// `retry` is `Some` for a retry, and says whether it is counted among the host's waiting
+    /// retries: a retry that finds no place is counted (until it is admitted, or
+    /// [withdraws](Self::withdraw_retry)), and the places that free go to those first. A retry
+    /// finishes what a request already started (a write whose answer was lost, a key still in
+    /// flight): in line behind every first attempt, it would wait for all of them, and a host
+    /// whose first attempts all time out would never answer one and open its window.
+    pub(crate) fn admit(
+        &self,
+        key: &HostKey,
+        now: u64,
+        quota: Option<&Limiter>,
+        retry: Option<&mut bool>,
+    ) -> Admission {
         self.with_host(key, now, |state, settings| {
             if let Some(pause) = state.pause(now) {
                 return Admission::Paused(pause);
             }
-            if state.in_flight >= state.window(settings) {
-                let released = state.released.get_or_insert_with(Arc::default);
-                return Admission::Busy(Arc::clone(released));
+            let reserved = if retry.is_some() {
+                0
+            } else {
+                state.retries_waiting
+            };
+            if state.in_flight.saturating_add(reserved) >= state.window(settings) {
+                let released = Arc::clone(state.released.get_or_insert_with(Arc::default));
+                return match retry {
+                    Some(waiting) => {
+                        if !*waiting {
+                            *waiting = true;
+                            state.retries_waiting += 1;
+                        }
+                        Admission::Busy(released, Line::Retries)
+                    }
+                    None => Admission::Busy(released, Line::First),
+                };
             }
             // Each admission takes the slot one interval after the last one, so the pace holds
             // across concurrent requests too.
@@ -474,6 +540,11 @@ impl HostTable {
                 return Admission::Quota(wait + Duration::from_nanos(slot - now));
             }
             state.in_flight += 1;
+            if let Some(waiting) = retry
+                && std::mem::take(waiting)
+            {
+                state.retries_waiting -= 1;
+            }
             let after_pause =
                 state.follows_pause(interval.max(quota.map_or(0, Limiter::interval_nanos)));
             // The gap since the last request is the client's pace, unless a pause held it.
@@ -492,6 +563,19 @@ impl HostTable {
                 after_pause,
             }
         })
+    }
+
+    /// A retry counted among the host's waiting ones (see [`admit`](Self::admit)) was dropped
+    /// before its turn: the place kept for it goes to the next in line.
+    pub(crate) fn withdraw_retry(&self, key: &HostKey) {
+        self.with_host(key, self.now(), |state, settings| {
+            state.retries_waiting = state.retries_waiting.saturating_sub(1);
+            if let Some(released) = &state.released
+                && state.in_flight.saturating_add(state.retries_waiting) < state.window(settings)
+            {
+                released.pass_on(state.retries_waiting > 0);
+            }
+        });
     }
 
     /// The pause the host's server asked for, while it holds.
@@ -572,11 +656,12 @@ impl HostTable {
                 state.opened = state.opened.saturating_add(1);
             }
             if let Some(released) = &state.released {
-                // A place is free (two, when the window opened): one waiter takes each (or, if
-                // none is waiting yet, the next one to look finds the permit).
-                released.notify_one();
-                if opens {
-                    released.notify_one();
+                // A place is free (two, when the window opened): one waiter takes each, a
+                // retry's first (or, if none is waiting yet, the next one to look finds the
+                // permit).
+                let places = 1 + u32::from(opens);
+                for place in 0..places {
+                    released.pass_on(place < state.retries_waiting);
                 }
             }
             if let Some(response) = response {
@@ -625,7 +710,10 @@ impl HostTable {
     fn sweep(&self, hosts: &mut ShardHosts, now: u64) {
         let ttl = nanos(self.settings.idle_ttl);
         hosts.map.retain(|_, s| {
-            s.in_flight > 0 || s.paused_until > now || now.saturating_sub(s.last_seen) < ttl
+            s.in_flight > 0
+                || s.retries_waiting > 0
+                || s.paused_until > now
+                || now.saturating_sub(s.last_seen) < ttl
         });
         if hosts.map.capacity() > 64 && hosts.map.capacity() > hosts.map.len() * 4 {
             hosts.map.shrink_to_fit();

@@ -10,6 +10,7 @@ use tokio::time::Instant;
 use tower::{BoxError, Layer, ServiceExt};
 
 use super::*;
+use crate::retry::RetryAttempt;
 
 type Log = Arc<Mutex<Vec<(String, Instant)>>>;
 
@@ -891,6 +892,70 @@ async fn each_completion_lets_one_waiter_in_and_a_waiter_that_gives_up_loses_no_
     assert!(done.iter().all(Result::is_ok));
     // One at a time, back to back: no completion was lost on the waiter that left.
     assert_eq!(started.elapsed(), Duration::from_millis(500));
+}
+
+/// A server that logs the path of each arrival and answers 100 ms later.
+fn slow_server(log: Arc<Mutex<Vec<String>>>) -> impl TestServer {
+    tower::service_fn(move |request: Request<Bytes>| {
+        log.lock().unwrap().push(request.uri().path().to_owned());
+        async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            Ok::<_, BoxError>(ok())
+        }
+    })
+}
+
+fn retry_of(url: &str) -> Request<Bytes> {
+    let mut request = get(url);
+    request.extensions_mut().insert(RetryAttempt(2));
+    request
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_takes_the_next_free_place_before_the_first_attempts_waiting() {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let table = Arc::new(HostTable::new(TableSettings::default().max_in_flight(2)));
+    let service = RateLimitLayer::new(table).layer(slow_server(log.clone()));
+    let send = |request| service.clone().oneshot(request);
+    // A new host takes one request at first: the first attempt goes, the others wait, and two
+    // retries come along later. The first answer opens a second place; both go to the retries.
+    let firsts = join_all((1..=4).map(|n| send(get(&format!("http://a.test/first-{n}")))));
+    let retries = async {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        join_all((1..=2).map(|n| send(retry_of(&format!("http://a.test/retry-{n}"))))).await
+    };
+    let (firsts, retries) = tokio::join!(firsts, retries);
+    assert!(firsts.iter().chain(&retries).all(Result::is_ok));
+    assert_eq!(
+        *log.lock().unwrap(),
+        [
+            "/first-1", "/retry-1", "/retry-2", "/first-2", "/first-3", "/first-4"
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_that_gives_up_waiting_leaves_its_place_to_the_first_attempts() {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let table = Arc::new(HostTable::new(TableSettings::default().max_in_flight(1)));
+    let service = RateLimitLayer::new(table).layer(slow_server(log.clone()));
+    let send = |request| service.clone().oneshot(request);
+    let started = Instant::now();
+    let first = send(get("http://a.test/first-1"));
+    let impatient = tokio::time::timeout(
+        Duration::from_millis(50),
+        send(retry_of("http://a.test/retry")),
+    );
+    let next = tokio::time::timeout(Duration::from_secs(10), send(get("http://a.test/first-2")));
+    let (first, impatient, next) = tokio::join!(first, impatient, next);
+    assert!(first.is_ok());
+    assert!(impatient.is_err(), "gave up while waiting");
+    assert!(
+        matches!(next, Ok(Ok(_))),
+        "the place kept for the retry was passed on"
+    );
+    assert_eq!(*log.lock().unwrap(), ["/first-1", "/first-2"]);
+    assert_eq!(started.elapsed(), Duration::from_millis(200));
 }
 
 #[tokio::test(start_paused = true)]

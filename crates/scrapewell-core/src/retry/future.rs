@@ -15,8 +15,8 @@ use tower::Service;
 
 use super::policy::Limits;
 use super::{
-    AttemptResult, Attempts, Classify, Outcome, RequestFacts, RetryError, RetryOverrides,
-    RetryPolicy, RetryReason, RetryRecord, parse_retry_after,
+    AttemptResult, Attempts, Classify, Outcome, RequestFacts, RetryAttempt, RetryError,
+    RetryOverrides, RetryPolicy, RetryReason, RetryRecord, parse_retry_after,
 };
 use crate::{ErrorBody, InspectBody, ProblemDetails, ReplayBody, try_clone_request};
 
@@ -162,9 +162,13 @@ where
                             }
                             _ => None,
                         };
-                        let Some(request) = copy.or_else(|| this.request.take()) else {
+                        let Some(mut request) = copy.or_else(|| this.request.take()) else {
                             unreachable!("an attempt starts with its request")
                         };
+                        let attempt = progress.attempts.count();
+                        if attempt > 1 {
+                            request.extensions_mut().insert(RetryAttempt(attempt));
+                        }
                         let future = this.inner.call(request);
                         this.state.set(State::Calling { future });
                         continue;

@@ -59,7 +59,7 @@ pub use classify::{
 pub use error::RetryError;
 pub use future::ResponseFuture;
 pub use layer::RetryLayer;
-pub use outcome::{Attempts, Outcome, RetryReason, RetryRecord, TransientConflict};
+pub use outcome::{Attempts, Outcome, RetryAttempt, RetryReason, RetryRecord, TransientConflict};
 pub use policy::{RetryOverrides, RetryPolicy};
 pub use retry_after::{RetryAfterError, parse_retry_after};
 

@@ -200,6 +200,24 @@ impl Attempts {
 /// let attempts = Attempts::of(&http::Response::new(()));
 /// assert_eq!(format!("after {attempts}"), "after 1 attempt");
 /// ```
+/// The number of an attempt after the first (2 or more), in the extensions of the request
+/// [`RetryLayer`](super::RetryLayer) sends for it; a first attempt carries none. The rate
+/// limiter lets such a request take a busy host's next free place before first attempts that
+/// wait there: it finishes what a request already started. A retry layer of one's own can set
+/// it too.
+///
+/// # Example
+///
+/// ```
+/// use scrapewell_core::retry::RetryAttempt;
+///
+/// let mut request = http::Request::post("http://127.0.0.1/orders").body(()).unwrap();
+/// request.extensions_mut().insert(RetryAttempt(2));
+/// assert_eq!(request.extensions().get::<RetryAttempt>(), Some(&RetryAttempt(2)));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryAttempt(pub u32);
+
 impl fmt::Display for Attempts {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let noun = if self.count == 1 {

@@ -348,6 +348,23 @@ async fn keyed_post_retries_a_key_in_flight_with_the_same_key() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn each_attempt_after_the_first_carries_its_number() {
+    let (mut handle, call) = spawn_call(RetryLayer::new(policy().max_attempts(3)), get());
+    let mut numbers = Vec::new();
+    for status in [503, 503, 200] {
+        let (request, send) = handle.next_request().await.expect("another attempt");
+        numbers.push(request.extensions().get::<RetryAttempt>().copied());
+        send.send_response(response(status, &[], ""));
+    }
+    call.await.unwrap().unwrap();
+    // The last attempt sends the request itself rather than a copy: it is numbered all the same.
+    assert_eq!(
+        numbers,
+        [None, Some(RetryAttempt(2)), Some(RetryAttempt(3))]
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_key_in_flight_is_recognised_in_stripes_nested_error() {
     let layer = tower::layer::util::Stack::new(RetryLayer::new(policy()), IdempotencyLayer::new());
     let (mut handle, call) = spawn_call(layer, post());
