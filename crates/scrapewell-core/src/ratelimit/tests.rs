@@ -894,15 +894,23 @@ async fn each_completion_lets_one_waiter_in_and_a_waiter_that_gives_up_loses_no_
     assert_eq!(started.elapsed(), Duration::from_millis(500));
 }
 
-/// A server that logs the path of each arrival and answers 100 ms later.
-fn slow_server(log: Arc<Mutex<Vec<String>>>) -> impl TestServer {
-    tower::service_fn(move |request: Request<Bytes>| {
-        log.lock().unwrap().push(request.uri().path().to_owned());
+/// A host that takes up to `max_in_flight` requests at once (one at first) and answers each
+/// 100 ms after it arrives; the log holds the paths in the order they arrived.
+fn slow_host(max_in_flight: u32) -> (Arc<Mutex<Vec<String>>>, RateLimit<impl TestServer>) {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let arrived = log.clone();
+    let server = tower::service_fn(move |request: Request<Bytes>| {
+        arrived
+            .lock()
+            .unwrap()
+            .push(request.uri().path().to_owned());
         async {
             tokio::time::sleep(Duration::from_millis(100)).await;
             Ok::<_, BoxError>(ok())
         }
-    })
+    });
+    let table = HostTable::new(TableSettings::default().max_in_flight(max_in_flight));
+    (log, RateLimitLayer::new(Arc::new(table)).layer(server))
 }
 
 fn retry_of(url: &str) -> Request<Bytes> {
@@ -913,9 +921,7 @@ fn retry_of(url: &str) -> Request<Bytes> {
 
 #[tokio::test(start_paused = true)]
 async fn a_retry_takes_the_next_free_place_before_the_first_attempts_waiting() {
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let table = Arc::new(HostTable::new(TableSettings::default().max_in_flight(2)));
-    let service = RateLimitLayer::new(table).layer(slow_server(log.clone()));
+    let (log, service) = slow_host(2);
     let send = |request| service.clone().oneshot(request);
     // A new host takes one request at first: the first attempt goes, the others wait, and two
     // retries come along later. The first answer opens a second place; both go to the retries.
@@ -936,9 +942,7 @@ async fn a_retry_takes_the_next_free_place_before_the_first_attempts_waiting() {
 
 #[tokio::test(start_paused = true)]
 async fn a_retry_that_gives_up_waiting_leaves_its_place_to_the_first_attempts() {
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let table = Arc::new(HostTable::new(TableSettings::default().max_in_flight(1)));
-    let service = RateLimitLayer::new(table).layer(slow_server(log.clone()));
+    let (log, service) = slow_host(1);
     let send = |request| service.clone().oneshot(request);
     let started = Instant::now();
     let first = send(get("http://a.test/first-1"));
