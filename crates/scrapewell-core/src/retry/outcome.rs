@@ -192,14 +192,6 @@ impl Attempts {
     }
 }
 
-/// The count with its noun, for messages: `1 attempt`, `3 attempts`.
-///
-/// ```
-/// use scrapewell_core::retry::Attempts;
-///
-/// let attempts = Attempts::of(&http::Response::new(()));
-/// assert_eq!(format!("after {attempts}"), "after 1 attempt");
-/// ```
 /// The number of an attempt after the first (2 or more), in the extensions of the request
 /// [`RetryLayer`](super::RetryLayer) sends for it; a first attempt carries none. The rate
 /// limiter lets such a request take a busy host's next free place before first attempts that
@@ -218,6 +210,14 @@ impl Attempts {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryAttempt(pub u32);
 
+/// The count with its noun, for messages: `1 attempt`, `3 attempts`.
+///
+/// ```
+/// use scrapewell_core::retry::Attempts;
+///
+/// let attempts = Attempts::of(&http::Response::new(()));
+/// assert_eq!(format!("after {attempts}"), "after 1 attempt");
+/// ```
 impl fmt::Display for Attempts {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let noun = if self.count == 1 {
