@@ -63,6 +63,45 @@ async fn concurrent_posts_are_created_exactly_once_when_attempts_time_out() {
 }
 
 #[tokio::test]
+async fn a_write_that_timed_out_is_sent_again_safely_with_the_key_its_error_names() {
+    let server = MockServer::start().await.unwrap();
+    let client = fast_client().build().unwrap();
+    let url = server.url("/orders?delay_ms=300&require_key=1");
+    let order = serde_json::json!({ "ref": "order-1" });
+    let error = client
+        .post(&url)
+        .json(&order)
+        .attempt_timeout(Duration::from_millis(50))
+        .max_attempts(1)
+        .send()
+        .await
+        .expect_err("the attempt times out");
+    assert!(matches!(error, Error::Timeout { .. }), "{error:?}");
+    let key = error
+        .attempts()
+        .and_then(|attempts| attempts.idempotency_key())
+        .and_then(|key| key.as_str())
+        .expect("the key the write was sent with")
+        .to_owned();
+
+    // Sent again with that key (while the first is still being processed, then after), the
+    // write is answered with what the server did the first time: one order.
+    let response = client
+        .post(&url)
+        .json(&order)
+        .idempotency_key(&key)
+        .max_attempts(20)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let stats = server.stats();
+    assert_eq!(stats.creates, 1);
+    assert_eq!(stats.duplicate_creates, 0);
+    assert_eq!(stats.replays, 1);
+}
+
+#[tokio::test]
 async fn keyless_post_meeting_502_is_attempted_once() {
     let server = MockServer::start().await.unwrap();
     let client = fast_client().build().unwrap();

@@ -79,6 +79,35 @@ impl IdempotencyKey {
     pub fn header_value(&self) -> &HeaderValue {
         &self.0
     }
+
+    /// The key itself: the header value without a Structured Field string's quotes, as a
+    /// request builder takes a key to send (`RequestBuilder::idempotency_key` in the client).
+    /// `None` for a value that is not visible ASCII.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use http::Request;
+    /// use scrapewell_core::idempotency::{IdempotencyKey, IdempotencyLayer};
+    /// use tower::Layer;
+    ///
+    /// let name = http::HeaderName::from_static("x-request-id");
+    /// let keys = IdempotencyLayer::new().header_name(name).layer(());
+    /// let mut request = Request::post("http://127.0.0.1/orders").body(Bytes::new()).unwrap();
+    /// keys.add_key(&mut request);
+    /// let key = request.extensions().get::<IdempotencyKey>().unwrap();
+    /// assert_eq!(key.as_str().unwrap().len(), 36);
+    /// assert_eq!(key.header_value(), &format!("\"{}\"", key.as_str().unwrap()));
+    /// ```
+    pub fn as_str(&self) -> Option<&str> {
+        let text = self.0.to_str().ok()?;
+        Some(
+            text.strip_prefix('"')
+                .and_then(|quoted| quoted.strip_suffix('"'))
+                .unwrap_or(text),
+        )
+    }
 }
 
 /// Redacts the value: keys are credentials of a kind (they replay a stored response).

@@ -78,10 +78,16 @@ pub struct VersionInBody;
 impl RequestFacts {
     /// Reads the facts off a request.
     pub fn of<B>(request: &Request<B>) -> Self {
+        Self::with_key(request).0
+    }
+
+    /// The facts, and the request's idempotency key if it has one, in one pass.
+    pub(crate) fn with_key<B>(request: &Request<B>) -> (Self, Option<IdempotencyKey>) {
         let extensions = request.extensions();
+        let mut key = extensions.get::<IdempotencyKey>().cloned();
         let mut facts = RequestFacts {
             method: request.method().clone(),
-            has_idempotency_key: extensions.get::<IdempotencyKey>().is_some(),
+            has_idempotency_key: key.is_some(),
             conditional: extensions.get::<VersionInBody>().is_some(),
             create_only: false,
             receive_blocked: extensions.get::<ReceiveBlocked>().is_some(),
@@ -92,13 +98,14 @@ impl RequestFacts {
         for (name, value) in request.headers() {
             if name == IDEMPOTENCY_KEY {
                 facts.has_idempotency_key = true;
+                key.get_or_insert_with(|| IdempotencyKey(value.clone()));
             } else if name == IF_MATCH || name == IF_UNMODIFIED_SINCE {
                 facts.conditional = true;
             } else if name == IF_NONE_MATCH && value.as_bytes().trim_ascii() == b"*" {
                 facts.create_only = true;
             }
         }
-        facts
+        (facts, key)
     }
 
     /// Whether sending the request twice does no more than sending it once: an idempotent

@@ -107,7 +107,7 @@ impl<S, F, C, ReqB> ResponseFuture<S, F, C, ReqB> {
     #[inline(always)]
     pub(crate) fn new(inner: S, policy: Arc<RetryPolicy<C>>, request: Request<ReqB>) -> Self {
         let limits = policy.limits(request.extensions().get::<RetryOverrides>());
-        let facts = RequestFacts::of(&request);
+        let (facts, key) = RequestFacts::with_key(&request);
         // A deadline past what the clock can count never passes.
         let deadline = limits
             .deadline
@@ -116,7 +116,7 @@ impl<S, F, C, ReqB> ResponseFuture<S, F, C, ReqB> {
         if let Some(budget) = &policy.budget {
             budget.deposit();
         }
-        let mut attempts = Attempts::default();
+        let mut attempts = Attempts::keyed(key);
         attempts.begin_attempt();
         ResponseFuture {
             state: State::Ready,
@@ -565,7 +565,8 @@ fn deliver<ResB, E>(
 /// Puts the attempts in the response's extensions when there was more than one. In place: a
 /// response moved is a copy.
 fn record_attempts<B>(response: &mut Response<B>, attempts: Attempts) {
-    if attempts.count() > 1 {
+    // A single attempt without a key is what a response without a record stands for.
+    if attempts.count() > 1 || attempts.idempotency_key().is_some() {
         response.extensions_mut().insert(attempts);
     }
 }

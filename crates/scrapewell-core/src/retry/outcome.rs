@@ -7,6 +7,7 @@ use http::StatusCode;
 
 use crate::ProblemDetails;
 use crate::block::BlockVerdict;
+use crate::idempotency::IdempotencyKey;
 
 /// What the retry layer does with one attempt's result: the verdict of a
 /// [`Classify`](super::Classify) implementation.
@@ -106,10 +107,19 @@ impl fmt::Display for RetryReason {
 /// assert_eq!(attempts.count(), 1);
 /// assert!(attempts.retries().is_empty());
 /// ```
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct Attempts {
     count: u32,
+    /// Boxed, and only once there is something to keep: the record moves with every response
+    /// and error, and most requests are answered at once and carry no key.
+    kept: Option<Box<Kept>>,
+}
+
+/// What a record keeps beyond the count; never empty.
+#[derive(Clone, Default, PartialEq, Eq)]
+struct Kept {
     retries: Vec<RetryRecord>,
+    key: Option<IdempotencyKey>,
 }
 
 /// One retry: after which attempt, why, and how long the layer waited before the next one.
@@ -168,7 +178,20 @@ impl Attempts {
     fn first() -> Attempts {
         Attempts {
             count: 1,
-            retries: Vec::new(),
+            kept: None,
+        }
+    }
+
+    /// A record for a request that carries `key`, before its first attempt.
+    pub(crate) fn keyed(key: Option<IdempotencyKey>) -> Attempts {
+        Attempts {
+            count: 0,
+            kept: key.map(|key| {
+                Box::new(Kept {
+                    retries: Vec::new(),
+                    key: Some(key),
+                })
+            }),
         }
     }
 
@@ -179,7 +202,28 @@ impl Attempts {
 
     /// The retries, in order; `count() - 1` of them when the request was retried to the end.
     pub fn retries(&self) -> &[RetryRecord] {
-        &self.retries
+        self.kept.as_ref().map_or(&[], |kept| &kept.retries)
+    }
+
+    /// The idempotency key every attempt carried, for a request that had one (recorded on its
+    /// response, and on the error it failed with). After a failure that leaves a write's outcome
+    /// unknown (a timeout, a deadline, a budget that ran out), sending it again with this key
+    /// is safe: a server that keeps keys answers with what it did the first time.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use scrapewell_core::retry::RetryError;
+    ///
+    /// /// The key to send a failed write again with, if it had one.
+    /// fn key_to_resend<E>(error: &RetryError<E>) -> Option<String> {
+    ///     let key = error.attempts().idempotency_key()?;
+    ///     key.as_str().map(str::to_owned)
+    /// }
+    /// # let _ = key_to_resend::<()>;
+    /// ```
+    pub fn idempotency_key(&self) -> Option<&IdempotencyKey> {
+        self.kept.as_ref().and_then(|kept| kept.key.as_ref())
     }
 
     pub(crate) fn begin_attempt(&mut self) -> u32 {
@@ -188,7 +232,7 @@ impl Attempts {
     }
 
     pub(crate) fn record_retry(&mut self, record: RetryRecord) {
-        self.retries.push(record);
+        self.kept.get_or_insert_default().retries.push(record);
     }
 }
 
@@ -209,6 +253,17 @@ impl Attempts {
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryAttempt(pub u32);
+
+/// The key is shown redacted, as [`IdempotencyKey`]'s own `Debug` shows it.
+impl fmt::Debug for Attempts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Attempts")
+            .field("count", &self.count)
+            .field("retries", &self.retries())
+            .field("idempotency_key", &self.idempotency_key())
+            .finish()
+    }
+}
 
 /// The count with its noun, for messages: `1 attempt`, `3 attempts`.
 ///

@@ -365,6 +365,41 @@ async fn each_attempt_after_the_first_carries_its_number() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn the_record_keeps_the_key_a_failed_write_can_be_sent_again_with() {
+    let keyed =
+        || tower::layer::util::Stack::new(RetryLayer::new(policy()), IdempotencyLayer::new());
+    let (mut handle, call) = spawn_call(keyed(), post());
+    let mut sent = Vec::new();
+    for _ in 0..3 {
+        let (request, send) = handle.next_request().await.expect("another attempt");
+        sent.push(request.headers()["idempotency-key"].clone());
+        send.send_error(reset());
+    }
+    let error = call.await.unwrap().unwrap_err();
+    let key = error.attempts().idempotency_key().expect("the key").clone();
+    assert!(sent.iter().all(|value| value == key.header_value()));
+    assert!(
+        !format!("{error:?}").contains(key.as_str().unwrap()),
+        "redacted"
+    );
+    assert_eq!(
+        key.header_value(),
+        &format!("\"{}\"", key.as_str().unwrap())
+    );
+
+    // An answered write's response records it too, after a single attempt; a GET has none.
+    let (mut handle, call) = spawn_call(keyed(), post());
+    answer(&mut handle, vec![response(201, &[], "")]).await;
+    let created = call.await.unwrap().unwrap();
+    assert!(Attempts::of(&created).idempotency_key().is_some());
+    let (mut handle, call) = spawn_call(keyed(), get());
+    answer(&mut handle, vec![response(503, &[], ""); 3]).await;
+    let unavailable = call.await.unwrap().unwrap();
+    assert_eq!(Attempts::of(&unavailable).count(), 3);
+    assert_eq!(Attempts::of(&unavailable).idempotency_key(), None);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_key_in_flight_is_recognised_in_stripes_nested_error() {
     let layer = tower::layer::util::Stack::new(RetryLayer::new(policy()), IdempotencyLayer::new());
     let (mut handle, call) = spawn_call(layer, post());
