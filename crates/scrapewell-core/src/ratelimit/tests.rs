@@ -963,6 +963,43 @@ async fn a_retry_that_gives_up_waiting_leaves_its_place_to_the_first_attempts() 
 }
 
 #[tokio::test(start_paused = true)]
+async fn retries_and_first_attempts_that_come_and_give_up_at_random_never_lose_a_place() {
+    let (_, service) = slow_host(3);
+    let mut rng = fastrand::Rng::with_seed(7);
+    let requests = (0..300).map(|n| {
+        let start = Duration::from_millis(rng.u64(0..3_000));
+        let retry = rng.u8(0..10) < 3;
+        let patience = (rng.u8(0..10) < 3).then(|| Duration::from_millis(rng.u64(5..400)));
+        let service = service.clone();
+        async move {
+            tokio::time::sleep(start).await;
+            let url = format!("http://a.test/{n}");
+            let request = if retry { retry_of(&url) } else { get(&url) };
+            match patience {
+                Some(patience) => tokio::time::timeout(patience, service.oneshot(request))
+                    .await
+                    .map_or(true, |answer| answer.is_ok()),
+                None => service.oneshot(request).await.is_ok(),
+            }
+        }
+    });
+    let everyone = tokio::time::timeout(Duration::from_secs(600), join_all(requests))
+        .await
+        .expect("no request waits for a place that is never passed on");
+    assert!(everyone.into_iter().all(|answered| answered));
+    let stats = service.table().stats(&HostKey::of("a.test", 80)).unwrap();
+    assert_eq!(stats.in_flight, 0);
+    // No place is still kept for a retry that left: a first attempt now goes at once.
+    let asked = Instant::now();
+    service
+        .clone()
+        .oneshot(get("http://a.test/last"))
+        .await
+        .unwrap();
+    assert_eq!(asked.elapsed(), Duration::from_millis(100));
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_slow_host_does_not_hold_the_others_back() {
     let log = Log::default();
     let service = RateLimitLayer::new(table())
