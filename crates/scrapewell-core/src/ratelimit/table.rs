@@ -544,6 +544,9 @@ impl HostTable {
                 && std::mem::take(waiting)
             {
                 state.retries_waiting -= 1;
+                // It may take its place well after the place freed (it waited out a quota on
+                // the way), while more room came free and was announced to it alone.
+                state.pass_on_room(settings);
             }
             let after_pause =
                 state.follows_pause(interval.max(quota.map_or(0, Limiter::interval_nanos)));
@@ -570,11 +573,7 @@ impl HostTable {
     pub(crate) fn withdraw_retry(&self, key: &HostKey) {
         self.with_host(key, self.now(), |state, settings| {
             state.retries_waiting = state.retries_waiting.saturating_sub(1);
-            if let Some(released) = &state.released
-                && state.in_flight.saturating_add(state.retries_waiting) < state.window(settings)
-            {
-                released.pass_on(state.retries_waiting > 0);
-            }
+            state.pass_on_room(settings);
         });
     }
 
@@ -727,6 +726,23 @@ impl HostTable {
 }
 
 impl HostState {
+    /// Announces the room there is to each line with a place in it: the retries' when a place
+    /// is free and a retry waits, the first attempts' when one is free beyond those kept for
+    /// retries. For where room may have gone unannounced; one announcement too many only has a
+    /// waiter look again.
+    fn pass_on_room(&self, settings: &TableSettings) {
+        let Some(released) = &self.released else {
+            return;
+        };
+        let free = self.window(settings).saturating_sub(self.in_flight);
+        if free > 0 && self.retries_waiting > 0 {
+            released.pass_on(true);
+        }
+        if free > self.retries_waiting {
+            released.pass_on(false);
+        }
+    }
+
     /// The requests the host may have in flight: one at first, and one more with each accepted
     /// response up to the bound (as TCP's slow start, doubling every round trip). A burst of
     /// the whole bound to a host that allows one request at a time would be refused all but

@@ -897,6 +897,14 @@ async fn each_completion_lets_one_waiter_in_and_a_waiter_that_gives_up_loses_no_
 /// A host that takes up to `max_in_flight` requests at once (one at first) and answers each
 /// 100 ms after it arrives; the log holds the paths in the order they arrived.
 fn slow_host(max_in_flight: u32) -> (Arc<Mutex<Vec<String>>>, RateLimit<impl TestServer>) {
+    slow_host_with(RateLimitLayer::new, max_in_flight)
+}
+
+/// [`slow_host`] under a layer made by `layer` from the host's table.
+fn slow_host_with(
+    layer: impl FnOnce(Arc<HostTable>) -> RateLimitLayer,
+    max_in_flight: u32,
+) -> (Arc<Mutex<Vec<String>>>, RateLimit<impl TestServer>) {
     let log = Arc::new(Mutex::new(Vec::new()));
     let arrived = log.clone();
     let server = tower::service_fn(move |request: Request<Bytes>| {
@@ -910,7 +918,7 @@ fn slow_host(max_in_flight: u32) -> (Arc<Mutex<Vec<String>>>, RateLimit<impl Tes
         }
     });
     let table = HostTable::new(TableSettings::default().max_in_flight(max_in_flight));
-    (log, RateLimitLayer::new(Arc::new(table)).layer(server))
+    (log, layer(Arc::new(table)).layer(server))
 }
 
 fn retry_of(url: &str) -> Request<Bytes> {
@@ -964,7 +972,14 @@ async fn a_retry_that_gives_up_waiting_leaves_its_place_to_the_first_attempts() 
 
 #[tokio::test(start_paused = true)]
 async fn retries_and_first_attempts_that_come_and_give_up_at_random_never_lose_a_place() {
-    let (_, service) = slow_host(3);
+    come_and_give_up_at_random(slow_host(3).1).await;
+    // A quota makes requests that were let in wait again for their slot, places kept for them.
+    let quota = |table| RateLimitLayer::new(table).default_quota(per_second(25));
+    come_and_give_up_at_random(slow_host_with(quota, 3).1).await;
+}
+
+/// 300 requests to `service`'s host, a third of them retries, a third giving up on the way.
+async fn come_and_give_up_at_random(service: RateLimit<impl TestServer>) {
     let mut rng = fastrand::Rng::with_seed(7);
     let requests = (0..300).map(|n| {
         let start = Duration::from_millis(rng.u64(0..3_000));
