@@ -1,8 +1,9 @@
 //! `cargo run --example demo`: a mixed scraping workload against the hostile mock server.
 //!
-//! 700 logical requests at concurrency 16: page GETs that fail transiently (5xx, 429, a reset in
+//! 720 logical requests at concurrency 16: page GETs that fail transiently (5xx, 429, a reset in
 //! the middle of the body), form POSTs into a slow idempotent create whose processing outlasts
-//! the attempt timeout, PUTs to locked documents, POSTs that meet a permanent conflict, and
+//! the attempt timeout, orders sent once that time out and are sent again with the key their
+//! error names, PUTs to locked documents, POSTs that meet a permanent conflict, and
 //! listing pages on a second host that allows 20 requests a second and answers bare 429s past
 //! that (the client is told nothing about it and learns the pace). Then a third host behind
 //! anti-bot walls: one block page of each vendor the mock plays, and a crawl through a wall that
@@ -33,6 +34,7 @@ const CONCURRENCY: usize = 16;
 enum Kind {
     Page,
     Create,
+    Resend,
     Lock,
     Conflict,
     Limited,
@@ -43,6 +45,7 @@ impl Kind {
         match self {
             Kind::Page => "pages (flaky GET)",
             Kind::Create => "creates (form POST)",
+            Kind::Resend => "orders sent again",
             Kind::Lock => "locked docs (PUT)",
             Kind::Conflict => "duplicates (POST)",
             Kind::Limited => "listings (20/s host)",
@@ -62,6 +65,8 @@ struct Finished {
     kind: Kind,
     path: String,
     result: Result<Response, Error>,
+    /// Attempts of a first send that failed, before the one `result` is of.
+    earlier_attempts: u32,
 }
 
 fn workload() -> Vec<Job> {
@@ -84,6 +89,12 @@ fn workload() -> Vec<Job> {
         (
             "/orders?delay_ms=150&require_key=1".to_owned(),
             Some(format!("order-{n}")),
+        )
+    }));
+    jobs.extend(spread(Kind::Resend, 20, |n| {
+        (
+            "/orders?delay_ms=150&require_key=1".to_owned(),
+            Some(format!("resent-{n}")),
         )
     }));
     jobs.extend(spread(Kind::Lock, 60, |n| {
@@ -125,6 +136,10 @@ async fn run(client: &Client, servers: &Servers, job: Job) -> Finished {
         &servers.site
     };
     let url = server.url(&job.path);
+    let path = job.path.split('?').next().unwrap_or_default().to_owned();
+    if job.kind == Kind::Resend {
+        return resend(client, &url, job.reference.unwrap_or_default(), path).await;
+    }
     let request = match job.kind {
         Kind::Page | Kind::Limited => client.get(url),
         Kind::Create => client
@@ -134,17 +149,62 @@ async fn run(client: &Client, servers: &Servers, job: Job) -> Finished {
                 ("qty", "1"),
             ])
             .attempt_timeout(Duration::from_millis(50)),
+        Kind::Resend => unreachable!("sent by `resend`"),
         Kind::Lock => client.put(url).body("{\"title\":\"edited\"}"),
         Kind::Conflict => client
             .post(url)
             .json(&serde_json::json!({ "sku": job.path })),
     };
     let result = request.send().await;
-    let path = job.path.split('?').next().unwrap_or_default().to_owned();
     Finished {
         kind: job.kind,
         path,
         result,
+        earlier_attempts: 0,
+    }
+}
+
+/// An order sent with a single short attempt, which times out while the server works on it;
+/// then, as a scraper would after such a failure, sent again with the key its error names. The
+/// second send is answered with what the server did for the first: the order exists once.
+async fn resend(client: &Client, url: &str, reference: String, path: String) -> Finished {
+    let order = [("ref", reference.as_str()), ("qty", "1")];
+    let first = client
+        .post(url)
+        .form(&order)
+        .attempt_timeout(Duration::from_millis(50))
+        .max_attempts(1)
+        .send()
+        .await;
+    let (key, earlier_attempts) = match &first {
+        Err(error) => (
+            error
+                .attempts()
+                .and_then(|attempts| attempts.idempotency_key())
+                .and_then(|key| key.as_str())
+                .map(str::to_owned),
+            error.attempts().map_or(0, |attempts| attempts.count()),
+        ),
+        Ok(_) => (None, 0),
+    };
+    let result = match key {
+        Some(key) => {
+            client
+                .post(url)
+                .form(&order)
+                .idempotency_key(&key)
+                .max_attempts(10)
+                .send()
+                .await
+        }
+        // Answered in time, or failed without a key to send it again with: that is the result.
+        None => first,
+    };
+    Finished {
+        kind: Kind::Resend,
+        path,
+        result,
+        earlier_attempts,
     }
 }
 
@@ -249,7 +309,8 @@ fn summarize(finished: &[Finished], client: &Client, servers: &Servers) -> (Stri
         };
         let row = rows.entry(done.kind).or_default();
         row.requests += 1;
-        row.attempts += attempts.map_or(0, |a| u64::from(a.count()));
+        row.attempts +=
+            attempts.map_or(0, |a| u64::from(a.count())) + u64::from(done.earlier_attempts);
         for retry in attempts.map(|a| a.retries()).unwrap_or_default() {
             *reasons.entry(retry.reason.to_string()).or_default() += 1;
         }
@@ -270,6 +331,8 @@ fn summarize(finished: &[Finished], client: &Client, servers: &Servers) -> (Stri
         }
         let expected = match done.kind {
             Kind::Page | Kind::Create | Kind::Lock | Kind::Limited => outcome == "success",
+            // Sent again only after a failure that named its key: a success is the replay.
+            Kind::Resend => outcome == "success" && done.earlier_attempts > 0,
             Kind::Conflict => outcome.starts_with("conflict"),
         };
         if !expected {
@@ -291,7 +354,10 @@ fn summarize(finished: &[Finished], client: &Client, servers: &Servers) -> (Stri
         }
     }
     let stats = server.stats();
-    let creates_asked = rows.get(&Kind::Create).map_or(0, |r| r.requests);
+    let creates_asked = [Kind::Create, Kind::Resend]
+        .iter()
+        .map(|kind| rows.get(kind).map_or(0, |r| r.requests))
+        .sum::<u64>();
     if stats.duplicate_creates > 0 {
         violations.push(format!(
             "{} duplicate creates at the server",
