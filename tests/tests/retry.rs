@@ -302,6 +302,11 @@ async fn retry_after_above_the_cap_fails_at_once_naming_the_value() {
         other => panic!("expected HostPaused, got {other:?}"),
     }
     assert_eq!(server.hits("/bytes/10"), 0);
+    assert_eq!(
+        error.attempts().map(|a| a.count()),
+        Some(0),
+        "nothing was sent"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

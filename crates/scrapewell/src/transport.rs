@@ -162,9 +162,9 @@ impl ClassifyError for TransportError {
             | TransportError::MalformedResponse(_)
             | TransportError::Body(_) => TransportFailure::AfterSend,
             TransportError::TimedOut(_) => TransportFailure::TimedOut,
+            TransportError::HostPaused(_) => TransportFailure::HeldBack,
             TransportError::BodyTooLarge { .. }
             | TransportError::Tls(_)
-            | TransportError::HostPaused(_)
             | TransportError::Redirect(_)
             | TransportError::Proxy(_) => TransportFailure::Permanent,
         }

@@ -140,6 +140,9 @@ pub enum TransportFailure {
     TimedOut,
     /// Retrying cannot help (an invalid request, a response over the size cap).
     Permanent,
+    /// A layer below the retry layer held the request back, unsent (a host its server paused
+    /// for longer than requests wait): not an attempt, and not retried.
+    HeldBack,
 }
 
 /// A transport error that can say how far the request got.
@@ -276,6 +279,7 @@ where
                     }
                     TransportFailure::TimedOut => Outcome::OutcomeUnknown,
                     TransportFailure::Permanent => Outcome::Done,
+                    TransportFailure::HeldBack => Outcome::HeldBack,
                 };
             }
             AttemptResult::TimedOut if replay_safe => return Outcome::Retry(RetryReason::Timeout),

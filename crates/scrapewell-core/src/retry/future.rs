@@ -445,9 +445,13 @@ fn finish<ResB: InspectBody, E>(
     outcome: Outcome,
     result: Attempt<Response<ResB>, E>,
     limits: &Limits,
-    attempts: Attempts,
+    mut attempts: Attempts,
 ) -> Result<Response<ResB>, RetryError<E>> {
     match (outcome, result) {
+        (Outcome::HeldBack, Attempt::Error(source)) => {
+            attempts.held_back();
+            Err(RetryError::Transport { source, attempts })
+        }
         (Outcome::Conflict(problem), Attempt::Response(response)) => Err(RetryError::Conflict {
             status: response.status(),
             problem,

@@ -36,6 +36,10 @@ pub enum Outcome {
     /// The request may or may not have been processed and cannot safely be sent again (a POST
     /// without an idempotency key that timed out or was reset after it was sent).
     OutcomeUnknown,
+    /// The request was held back below the retry layer and never sent
+    /// ([`TransportFailure::HeldBack`](super::TransportFailure::HeldBack)): the error goes to the
+    /// caller, and the try is not counted as an attempt.
+    HeldBack,
 }
 
 /// Why an attempt was retried.
@@ -229,6 +233,11 @@ impl Attempts {
     pub(crate) fn begin_attempt(&mut self) -> u32 {
         self.count += 1;
         self.count
+    }
+
+    /// Uncounts the last attempt, which was never sent.
+    pub(crate) fn held_back(&mut self) {
+        self.count = self.count.saturating_sub(1);
     }
 
     pub(crate) fn record_retry(&mut self, record: RetryRecord) {

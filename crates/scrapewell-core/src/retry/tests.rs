@@ -535,6 +535,28 @@ fn a_request_refused_unprocessed_is_retried_whatever_its_method() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_request_held_back_unsent_fails_at_once_and_is_no_attempt() {
+    let calls = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let counted = Arc::clone(&calls);
+    let service = tower::service_fn(move |_: Request<Bytes>| {
+        counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        async { Err::<Response<Bytes>, _>(Failed(TransportFailure::HeldBack)) }
+    });
+    let error = RetryLayer::new(policy())
+        .layer(service)
+        .oneshot(post())
+        .await
+        .unwrap_err();
+    assert!(matches!(error, RetryError::Transport { .. }), "{error:?}");
+    assert_eq!(error.attempts().count(), 0);
+    assert_eq!(
+        calls.load(std::sync::atomic::Ordering::Relaxed),
+        1,
+        "not retried"
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn the_first_refusal_is_retried_at_once_and_a_second_one_backs_off() {
     // Each attempt fails as `failures` says, in order, and succeeds once they run out.
     async fn arrivals(failures: &'static [TransportFailure]) -> (Vec<Duration>, Attempts) {
