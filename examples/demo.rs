@@ -176,17 +176,12 @@ async fn resend(client: &Client, url: &str, reference: String, path: String) -> 
         .max_attempts(1)
         .send()
         .await;
-    let (key, earlier_attempts) = match &first {
-        Err(error) => (
-            error
-                .attempts()
-                .and_then(|attempts| attempts.idempotency_key())
-                .and_then(|key| key.as_str())
-                .map(str::to_owned),
-            error.attempts().map_or(0, |attempts| attempts.count()),
-        ),
-        Ok(_) => (None, 0),
-    };
+    let earlier = first.as_ref().err().and_then(Error::attempts);
+    let earlier_attempts = earlier.map_or(0, |attempts| attempts.count());
+    let key = earlier
+        .and_then(|attempts| attempts.idempotency_key())
+        .and_then(|key| key.as_str())
+        .map(str::to_owned);
     let result = match key {
         Some(key) => {
             client

@@ -15,10 +15,10 @@
 //!
 //! A host starts with one request in flight and gets one more place for each accepted response,
 //! up to the bound (slow start), so that a burst does not meet a host whose limit is unknown.
-//! A retry (a request carrying [`RetryAttempt`], as the retry
-//! layer's attempts after the first do) takes the next free place before the first attempts
-//! waiting for one, as TCP resends before it sends anything new: it finishes a request already
-//! begun, and a host whose first attempts all time out answers its retries and opens its window.
+//! A retry (a request carrying [`RetryAttempt`], as the retry layer's attempts after the first
+//! do) takes the next free place before the first attempts waiting for one, as TCP resends
+//! before it sends anything new: it finishes a request already begun, and a host whose first
+//! attempts all time out answers its retries and opens its window.
 //!
 //! A server that asks for a pause longer than a caller would wait (a `Retry-After` of a day) can
 //! have the requests to its host fail at once instead, with [`HostPaused`]
