@@ -8,7 +8,7 @@ use futures_util::{StreamExt, stream};
 use scrapewell::{Error, RetryReason, TransientConflict, TransportError};
 use scrapewell_mock::MockServer;
 
-use common::{closed_port, echo_of, fast_client};
+use common::{RawServer, closed_port, echo_of, fast_client};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_posts_are_created_exactly_once_when_attempts_time_out() {
@@ -236,6 +236,36 @@ async fn lock_conflict_with_retry_after_succeeds_on_a_later_attempt() {
         vec![RetryReason::Conflict(TransientConflict::RetryAfter); 2]
     );
     assert_eq!(server.stats().lock_conflicts, 2);
+}
+
+#[tokio::test]
+async fn a_lock_said_in_a_body_without_a_content_type_is_retried() {
+    // As a bare `res.writeHead(409); res.end("...")` answers: no Content-Type.
+    let locked = "Row is locked by another transaction";
+    let server = RawServer::start(format!(
+        "HTTP/1.1 409 Conflict\r\nContent-Length: {}\r\n\r\n{locked}",
+        locked.len()
+    ))
+    .await;
+    let client = fast_client().build().unwrap();
+    let error = client
+        .put(format!("{}/rows/7", server.url))
+        .body("v2")
+        .send()
+        .await
+        .unwrap_err();
+    let Error::Conflict { attempts, .. } = &error else {
+        panic!("expected a conflict once the attempts ran out, got {error:?}");
+    };
+    assert_eq!(attempts.count(), 3);
+    assert!(
+        attempts
+            .retries()
+            .iter()
+            .all(|r| r.reason == RetryReason::Conflict(TransientConflict::Locked)),
+        "{attempts:?}"
+    );
+    assert_eq!(server.take_heads().len(), 3);
 }
 
 #[tokio::test]

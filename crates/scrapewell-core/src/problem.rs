@@ -219,7 +219,8 @@ impl fmt::Display for Clipped<'_> {
 /// Whether a conflict response's body says the conflict is transient: the problem details when
 /// the body is JSON, else the beginning of a `text/plain` body, or the text of an XML one (S3's
 /// `<Error><Code>OperationAborted</Code><Message>A conflicting conditional operation is
-/// currently in progress...`), its markup left out.
+/// currently in progress...`), its markup left out; a body without a content type is read as
+/// one of those two by its looks.
 pub(crate) fn body_says_transient(
     headers: &HeaderMap,
     body: &[u8],
@@ -228,16 +229,31 @@ pub(crate) fn body_says_transient(
     if let Some(problem) = problem {
         return problem.says_transient();
     }
-    let Some(content_type) = headers.get(CONTENT_TYPE).map(|ct| ct.as_bytes()) else {
-        return false;
-    };
     let start = &body[..body.len().min(TEXT_SCAN_LIMIT)];
+    let Some(content_type) = headers.get(CONTENT_TYPE).map(|ct| ct.as_bytes()) else {
+        return undeclared_says_transient(start);
+    };
     if media::essence(content_type).eq_ignore_ascii_case(b"text/plain") {
         contains_transient_marker(start)
     } else if media::is_xml(content_type) {
         contains_transient_marker(&text_of_markup(start))
     } else {
         false
+    }
+}
+
+/// A body sent without a `Content-Type` (a bare `res.end("Row is locked")`) is read as what it
+/// looks like: markup as XML, other text as plain text. An HTML page is not read, as when it
+/// is declared: its scripts and navigation say too much.
+fn undeclared_says_transient(start: &[u8]) -> bool {
+    let trimmed = start.trim_ascii_start();
+    if trimmed.first() == Some(&b'<') {
+        let html = [b"<!doctype html".as_slice(), b"<html"]
+            .iter()
+            .any(|opening| media::contains_ignore_case(trimmed, opening));
+        !html && contains_transient_marker(&text_of_markup(trimmed))
+    } else {
+        contains_transient_marker(start)
     }
 }
 
@@ -404,7 +420,20 @@ mod tests {
             b"Row is locked",
             None
         ));
-        assert!(!body_says_transient(&HeaderMap::new(), b"locked", None));
+    }
+
+    #[test]
+    fn a_body_without_a_content_type_is_read_as_what_it_looks_like() {
+        let undeclared = |body: &[u8]| body_says_transient(&HeaderMap::new(), body, None);
+        assert!(undeclared(b"Row is locked, try again"));
+        assert!(undeclared(
+            b"\n <Error><Message>Operation in progress</Message></Error>"
+        ));
+        assert!(!undeclared(b"<Error><Locked>false</Locked></Error>"));
+        assert!(!undeclared(b"<!DOCTYPE html><p>Row is locked</p>"));
+        assert!(!undeclared(b"<html><body>in progress</body></html>"));
+        assert!(!undeclared(b"Order already exists"));
+        assert!(!undeclared(b""));
     }
 
     #[test]
