@@ -392,7 +392,8 @@ impl ClientBuilder {
     }
 
     /// The retry budget shared by every request of the client (and its clones): retries are
-    /// capped at `retry_percent` of the requests of the last `ttl`, plus `min_per_sec`.
+    /// capped at `retry_percent` of the requests of the last `ttl`, plus `min_per_sec`. Asking
+    /// again after a 409 that says the request's key is still in flight draws nothing from it.
     pub fn retry_budget(mut self, ttl: Duration, min_per_sec: u32, retry_percent: f32) -> Self {
         match RetryBudget::new(ttl, min_per_sec, retry_percent) {
             Ok(budget) => self.with_policy(|p| p.budget(Arc::new(budget))),

@@ -16,7 +16,7 @@ use tower::Service;
 use super::policy::Limits;
 use super::{
     AttemptResult, Attempts, Classify, Outcome, RequestFacts, RetryAttempt, RetryError,
-    RetryOverrides, RetryPolicy, RetryReason, RetryRecord, parse_retry_after,
+    RetryOverrides, RetryPolicy, RetryReason, RetryRecord, TransientConflict, parse_retry_after,
 };
 use crate::{ErrorBody, InspectBody, ProblemDetails, ReplayBody, try_clone_request};
 
@@ -373,6 +373,7 @@ impl<C> Progress<C> {
             return Next::Fail(deadline_exceeded(limits, attempts));
         }
         if let Some(budget) = &self.policy.budget
+            && reason != RetryReason::Conflict(TransientConflict::KeyInFlight)
             && !budget.withdraw()
         {
             tracing::info!(attempt, result = %describe(result.view()), %reason, "retry budget exhausted");

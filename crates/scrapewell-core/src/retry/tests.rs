@@ -752,6 +752,42 @@ async fn budget_exhaustion_stops_retries_across_requests() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn asking_again_after_a_key_in_flight_draws_nothing_from_the_budget() {
+    // A budget that allows no retry at all: 0% of requests and no floor.
+    let budget = Arc::new(RetryBudget::new(Duration::from_secs(1), 0, 0.0).unwrap());
+    let layer = tower::layer::util::Stack::new(
+        RetryLayer::new(policy().budget(budget).max_attempts(4)),
+        IdempotencyLayer::new(),
+    );
+    let in_flight = || {
+        response(
+            409,
+            &[("content-type", "application/problem+json")],
+            r#"{"title":"Request in progress"}"#,
+        )
+    };
+    // The server answered that it has the write and is doing it: asking again is how the
+    // caller learns its outcome, not more load on a host in trouble.
+    let (mut handle, call) = spawn_call(layer.clone(), post());
+    answer(
+        &mut handle,
+        vec![in_flight(), in_flight(), response(201, &[], "")],
+    )
+    .await;
+    let created = call.await.unwrap().unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+    assert_eq!(Attempts::of(&created).count(), 3);
+
+    // Anything else still draws from it.
+    let (mut handle, call) = spawn_call(layer, post());
+    answer(&mut handle, vec![response(503, &[], "")]).await;
+    assert!(matches!(
+        call.await.unwrap(),
+        Err(RetryError::BudgetExhausted { .. })
+    ));
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_body_that_cannot_be_cloned_is_sent_once() {
     #[derive(Debug)]
     struct OneShot;
