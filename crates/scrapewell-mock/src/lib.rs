@@ -23,6 +23,7 @@
 //! | `GET /docs/{id}?weak=1&churn=1` | a JSON document with a strong ETag (`W/` with `weak=1`); 404 when missing |
 //! | `PUT /docs/{id}?stale=409&require=1&delay_ms=M` | writes a JSON object under `If-Match` / `If-None-Match: *` (see below), answering M ms after it is applied |
 //! | `GET, PUT /couch/{db}/{id}?rev=R` | a CouchDB-shaped document: the version is `_rev` in the body |
+//! | `GET /stats?path=P` | [`Stats`] as JSON (field names as in the struct), with `hits` of path `P` when given; for a test in another process, against the binary. Not itself counted |
 //!
 //! The idempotent create follows draft-ietf-httpapi-idempotency-key-header: the first request
 //! with a key is processed (`delay_ms`, in a task of its own so that a client that gives up does

@@ -43,6 +43,11 @@ pub(crate) async fn handle(
         .and_then(|q| serde_urlencoded::from_str(q).ok())
         .unwrap_or_default();
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    // Asked from outside the process (the binary's users), and not counted among the requests
+    // it reports on.
+    if segments == ["stats"] && request.method() == Method::GET {
+        return Ok(stats(&state, query.get("path")));
+    }
     // The benchmark route is not logged per path: it must stay cheap at any volume.
     let nth = state.record(&path, segments[0] != "bytes");
     // Absolute form (`GET http://host/path`) is how a client talks to a forward proxy: the mock
@@ -602,6 +607,19 @@ fn cut_mid_body() -> Response<Body> {
         .headers_mut()
         .insert(CONTENT_LENGTH, HeaderValue::from(2048u32));
     response
+}
+
+/// What [`State::stats`] counts, as JSON, with the hits of `path` when one is named.
+fn stats(state: &State, path: Option<&String>) -> Response<Body> {
+    let mut body = serde_json::to_value(state.stats()).unwrap_or_default();
+    if let (Some(path), Some(fields)) = (path, body.as_object_mut()) {
+        fields.insert("hits".into(), state.hits(path).into());
+    }
+    respond(
+        StatusCode::OK,
+        "application/json",
+        Bytes::from(body.to_string()),
+    )
 }
 
 fn echo(request: &Request<Incoming>) -> Response<Body> {

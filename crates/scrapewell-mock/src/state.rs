@@ -42,7 +42,7 @@ const ARRIVALS_KEPT: usize = 1024;
 /// assert_eq!((stats.creates, stats.distinct_refs, stats.duplicate_creates), (2, 1, 1));
 /// # Ok(()) }
 /// ```
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 #[non_exhaustive]
 pub struct Stats {
     /// Requests received, on every route.
