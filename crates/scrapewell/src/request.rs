@@ -12,6 +12,7 @@ use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use http::header::{CONTENT_TYPE, IF_MATCH, IF_NONE_MATCH};
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
+use percent_encoding::percent_decode_str;
 use scrapewell_core::idempotency::{KeyFormat, WithoutKey};
 use scrapewell_core::retry::{Attempts, ReceiveBlocked, RetryError, RetryOverrides, VersionInBody};
 use scrapewell_core::timeout::AttemptTimeoutOverride;
@@ -132,7 +133,7 @@ impl RequestBuilder {
             streaming: false,
             max_body: client.max_body_size(),
         };
-        RequestBuilder {
+        let builder = RequestBuilder {
             client,
             method,
             url: url.map_err(Box::new),
@@ -145,7 +146,30 @@ impl RequestBuilder {
             receive_blocked: false,
             version_in_body: false,
             error: None,
+        };
+        match &builder.url {
+            Ok(url) if !url.username().is_empty() || url.password().is_some() => {
+                builder.credentials_from_url()
+            }
+            _ => builder,
         }
+    }
+
+    /// Sends the credentials of a URL such as `http://user:pass@host/` as Basic authorization,
+    /// as reqwest does, and takes them out of the URL: the request line never carries them,
+    /// and neither does the response's URL.
+    #[cold]
+    fn credentials_from_url(mut self) -> Self {
+        let Ok(url) = self.url.as_mut() else {
+            return self;
+        };
+        let decoded = |text: &str| percent_decode_str(text).decode_utf8_lossy().into_owned();
+        let username = decoded(url.username());
+        let password = url.password().map(decoded);
+        // Both only fail for URLs that cannot carry credentials, which these did.
+        let _ = url.set_username("");
+        let _ = url.set_password(None);
+        self.basic_auth(username, password)
     }
 
     /// Adds a header. A name or value that is not valid HTTP (a value with CR or LF) makes
@@ -680,6 +704,41 @@ mod tests {
             }
             other => panic!("expected an invalid request, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn credentials_in_the_url_are_sent_as_basic_auth_and_taken_out_of_it() {
+        let client = Client::new();
+        let (request, _, _) = client
+            .get("http://scraper:s3cr%40t@h/admin?page=2")
+            .into_http()
+            .unwrap();
+        let value = &request.headers()[http::header::AUTHORIZATION];
+        assert_eq!(
+            value, "Basic c2NyYXBlcjpzM2NyQHQ=",
+            "scraper:s3cr@t, decoded"
+        );
+        assert!(value.is_sensitive());
+        assert_eq!(request.uri(), "http://h/admin?page=2");
+        assert_eq!(request.body().url.as_str(), "http://h/admin?page=2");
+
+        let (request, _, _) = client.get("http://scraper@h/").into_http().unwrap();
+        assert_eq!(
+            request.headers()[http::header::AUTHORIZATION],
+            "Basic c2NyYXBlcjo="
+        );
+        // Credentials set on the request win over the URL's, as with reqwest.
+        let (request, _, _) = client
+            .get("http://scraper:old@h/")
+            .basic_auth("scraper", Some("new"))
+            .into_http()
+            .unwrap();
+        assert_eq!(
+            request.headers()[http::header::AUTHORIZATION],
+            "Basic c2NyYXBlcjpuZXc="
+        );
+        let (request, _, _) = client.get("http://h/").into_http().unwrap();
+        assert!(!request.headers().contains_key(http::header::AUTHORIZATION));
     }
 
     #[test]
