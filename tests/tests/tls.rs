@@ -15,7 +15,8 @@ use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use common::fast_client;
 
 /// A TLS server on loopback with a self-signed certificate for 127.0.0.1 (`tests/tls/`, valid
-/// for a century); it counts the connections it accepted.
+/// for a century), answering `ok` to a client that trusts it; it counts the connections it
+/// accepted.
 async fn self_signed_server() -> (String, Arc<AtomicUsize>) {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tls");
     let certificate =
@@ -35,7 +36,21 @@ async fn self_signed_server() -> (String, Arc<AtomicUsize>) {
             seen.fetch_add(1, Ordering::SeqCst);
             let acceptor = acceptor.clone();
             tokio::spawn(async move {
-                let _ = acceptor.accept(socket).await;
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let Ok(mut stream) = acceptor.accept(socket).await else {
+                    return;
+                };
+                let mut head = Vec::new();
+                let mut buffer = [0; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buffer).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(read) => head.extend_from_slice(&buffer[..read]),
+                    }
+                }
+                let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok";
+                let _ = stream.write_all(answer).await;
+                let _ = stream.shutdown().await;
             });
         }
     });
@@ -71,4 +86,32 @@ async fn a_certificate_the_client_does_not_trust_fails_once_as_a_tls_error() {
         2,
         "one connection a request"
     );
+}
+
+#[tokio::test]
+async fn a_certificate_authority_added_to_the_client_is_trusted() {
+    let (url, _) = self_signed_server().await;
+    let pem = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tls/self-signed.crt"))
+        .expect("certificate");
+    let client = fast_client().add_root_certificates(&pem).build().unwrap();
+    let response = client.get(&url).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.attempts().count(), 1);
+
+    let error = fast_client()
+        .add_root_certificates(b"not a certificate")
+        .build()
+        .unwrap_err();
+    assert!(matches!(error, Error::Config { .. }), "{error:?}");
+}
+
+#[tokio::test]
+async fn a_client_told_to_accept_any_certificate_does() {
+    let (url, _) = self_signed_server().await;
+    let client = fast_client()
+        .danger_accept_invalid_certs(true)
+        .build()
+        .unwrap();
+    let response = client.post(&url).body("x").send().await.unwrap();
+    assert_eq!(response.status(), 200);
 }

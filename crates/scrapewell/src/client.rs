@@ -244,6 +244,8 @@ impl Default for ClientBuilder {
                 proxy: None,
                 decompress: true,
                 cookies: None,
+                root_certificates: Vec::new(),
+                accept_invalid_certs: false,
             },
             policy: RetryPolicy::default(),
             attempt_timeout: Some(Duration::from_secs(30)),
@@ -330,6 +332,36 @@ impl ClientBuilder {
             Ok(proxy) => self.http.proxy = Some(proxy),
             Err(_) => self.fail("invalid proxy URL"),
         }
+        self
+    }
+
+    /// Trusts the certificate authorities of `pem` (one or more PEM certificates) besides the
+    /// system's: a staging site's, a company's, a test server's. Certificates that do not
+    /// parse make `build()` fail with [`Error::Config`].
+    ///
+    /// ```no_run
+    /// let ca = std::fs::read("ca.pem").unwrap();
+    /// let client = scrapewell::Client::builder()
+    ///     .add_root_certificates(&ca)
+    ///     .build()
+    ///     .unwrap();
+    /// # let _ = client;
+    /// ```
+    pub fn add_root_certificates(mut self, pem: &[u8]) -> Self {
+        match reqwest::Certificate::from_pem_bundle(pem) {
+            Ok(certificates) if !certificates.is_empty() => {
+                self.http.root_certificates.extend(certificates)
+            }
+            _ => self.fail("no PEM certificate to trust"),
+        }
+        self
+    }
+
+    /// Accepts any certificate, expired, self-signed or for another name: the connection is
+    /// encrypted but the server is not known to be who it says. For a site whose certificate
+    /// is broken and whose content is public; never with credentials.
+    pub fn danger_accept_invalid_certs(mut self, accept: bool) -> Self {
+        self.http.accept_invalid_certs = accept;
         self
     }
 

@@ -251,6 +251,10 @@ pub(crate) struct HttpSettings {
     /// The jar the client keeps its cookies in, when it keeps them: read and filled by the
     /// transport for each request it sends, redirects included, whatever the proxy.
     pub(crate) cookies: Option<Arc<CookieJar>>,
+    /// Certificate authorities trusted besides the system's.
+    pub(crate) root_certificates: Vec<reqwest::Certificate>,
+    /// Whether any certificate is accepted, however invalid.
+    pub(crate) accept_invalid_certs: bool,
 }
 
 impl HttpSettings {
@@ -281,6 +285,12 @@ impl HttpSettings {
         if self.http2_prior_knowledge {
             builder = builder.http2_prior_knowledge();
         }
+        if !self.root_certificates.is_empty() {
+            builder = builder.tls_certs_merge(self.root_certificates.iter().cloned());
+        }
+        if self.accept_invalid_certs {
+            builder = builder.tls_danger_accept_invalid_certs(true);
+        }
         builder.build()
     }
 }
@@ -299,6 +309,8 @@ impl fmt::Debug for HttpSettings {
             .field("proxy", &self.proxy)
             .field("decompress", &self.decompress)
             .field("cookies", &self.cookies)
+            .field("root_certificates", &self.root_certificates.len())
+            .field("accept_invalid_certs", &self.accept_invalid_certs)
             .finish()
     }
 }
@@ -683,6 +695,8 @@ mod tests {
                 proxy: None,
                 decompress: true,
                 cookies: None,
+                root_certificates: Vec::new(),
+                accept_invalid_certs: false,
             },
         }
     }
