@@ -102,29 +102,20 @@ async fn a_missing_key_is_400_where_one_is_required_and_each_keyless_post_create
 async fn what_the_server_counted_is_also_served_as_json_for_other_processes() {
     let server = MockServer::start().await.unwrap();
     let client = fast_client().build().unwrap();
-    let body = serde_json::json!({ "ref": "same" });
-    for _ in 0..2 {
-        client
-            .post(server.url("/orders"))
-            .without_idempotency_key()
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-    }
+    let conflict = client.delete(server.url("/conflict/c-1")).send().await;
+    assert!(conflict.is_err());
     let stats: serde_json::Value = client
-        .get(server.url("/stats?path=/orders"))
+        .get(server.url("/stats?path=/conflict/c-1"))
         .send()
         .await
         .unwrap()
         .json()
         .await
         .unwrap();
-    assert_eq!(stats["creates"], 2);
-    assert_eq!(stats["duplicate_creates"], 1);
-    assert_eq!(stats["hits"], 2);
-    assert_eq!(stats["requests"], 2, "asking is not counted");
-    assert_eq!(server.stats().requests, 2);
+    assert_eq!(stats["permanent_conflicts"], 1);
+    assert_eq!(stats["hits"], 1);
+    assert_eq!(stats["requests"], 1, "asking is not counted");
+    assert_eq!(server.stats().requests, 1);
 }
 
 #[tokio::test]

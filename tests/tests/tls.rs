@@ -12,7 +12,7 @@ use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use common::fast_client;
+use common::{fast_client, read_head};
 
 /// A TLS server on loopback with a self-signed certificate for 127.0.0.1 (`tests/tls/`, valid
 /// for a century), answering `ok` to a client that trusts it; it counts the connections it
@@ -36,18 +36,11 @@ async fn self_signed_server() -> (String, Arc<AtomicUsize>) {
             seen.fetch_add(1, Ordering::SeqCst);
             let acceptor = acceptor.clone();
             tokio::spawn(async move {
-                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                use tokio::io::AsyncWriteExt;
                 let Ok(mut stream) = acceptor.accept(socket).await else {
                     return;
                 };
-                let mut head = Vec::new();
-                let mut buffer = [0; 1024];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buffer).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(read) => head.extend_from_slice(&buffer[..read]),
-                    }
-                }
+                read_head(&mut stream).await;
                 let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok";
                 let _ = stream.write_all(answer).await;
                 let _ = stream.shutdown().await;

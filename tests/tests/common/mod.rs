@@ -35,7 +35,7 @@ pub(crate) struct RawServer {
 
 impl RawServer {
     pub(crate) async fn start(response: impl Into<Vec<u8>>) -> RawServer {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use tokio::io::AsyncWriteExt;
         let response = response.into();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -45,14 +45,7 @@ impl RawServer {
         let seen = std::sync::Arc::clone(&heads);
         let task = tokio::spawn(async move {
             while let Ok((mut socket, _)) = listener.accept().await {
-                let mut head = Vec::new();
-                let mut buffer = [0; 1024];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match socket.read(&mut buffer).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(read) => head.extend_from_slice(&buffer[..read]),
-                    }
-                }
+                let head = read_head(&mut socket).await;
                 lock(&seen).push(String::from_utf8_lossy(&head).into_owned());
                 let _ = socket.write_all(&response).await;
                 let _ = socket.shutdown().await;
@@ -65,6 +58,21 @@ impl RawServer {
     pub(crate) fn take_heads(&self) -> Vec<String> {
         std::mem::take(&mut *lock(&self.heads))
     }
+}
+
+/// Reads a request's head (up to the blank line, with whatever came with it), or what arrived
+/// before the connection closed.
+pub(crate) async fn read_head(stream: &mut (impl tokio::io::AsyncRead + Unpin)) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    let mut buffer = [0; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buffer).await {
+            Ok(0) | Err(_) => break,
+            Ok(read) => head.extend_from_slice(&buffer[..read]),
+        }
+    }
+    head
 }
 
 impl Drop for RawServer {
