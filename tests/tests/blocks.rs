@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use scrapewell::{BlockKind, BlockVerdict, Client, CookieJar, Error, Identity, Rotate};
+use scrapewell::{
+    BlockKind, BlockVerdict, Client, CookieJar, Error, Identity, Rotate, RuleSet, Target,
+};
 use scrapewell_core::block::{Detector, ResponseFacts};
 use scrapewell_mock::{BLOCK_VENDORS, MockServer};
 
@@ -193,6 +195,27 @@ async fn with_detection_off_a_block_page_is_judged_by_its_status_alone() {
         }
     }
     assert_eq!(server.stats().blocks_served, attempts);
+}
+
+#[tokio::test]
+async fn a_rule_that_misfires_on_a_site_can_be_dropped() {
+    let server = MockServer::start().await.unwrap();
+    // The last fragment of a list, empty: the shipped rules read it as a soft block.
+    let last_fragment = server.url("/status/200/comments?body=&content_type=text/html");
+    let error = Client::new().get(&last_fragment).send().await.unwrap_err();
+    match &error {
+        Error::Blocked { verdict, .. } => assert_eq!(verdict.kind(), BlockKind::SoftBlock),
+        other => panic!("expected a soft block, got {other:?}"),
+    }
+
+    let mut rules = RuleSet::embedded();
+    rules.retain(|rule| rule.target != Target::EmptyBody);
+    let client = Client::builder().block_rules(rules).build().unwrap();
+    for _ in 0..2 {
+        let response = client.get(&last_fragment).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert!(response.block_verdict().is_none());
+    }
 }
 
 /// Hands out `session=s1`, `session=s2`, … and counts the calls.

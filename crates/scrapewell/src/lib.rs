@@ -61,7 +61,9 @@ pub use response::Response;
 pub use transport::TransportError;
 pub use update::{Update, UpdateError, Updated, VersionAt};
 
-pub use scrapewell_core::block::{BlockKind, BlockVerdict, Detector, Evidence, RuleError, RuleSet};
+pub use scrapewell_core::block::{
+    BlockKind, BlockVerdict, Detector, Evidence, Rule, RuleError, RuleSet, Strength, Target,
+};
 pub use scrapewell_core::idempotency::{KeyFormat, KeyStrategy};
 #[cfg(feature = "redis")]
 pub use scrapewell_core::ratelimit::RedisQuotaStore;

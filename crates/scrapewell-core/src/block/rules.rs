@@ -161,6 +161,25 @@ impl RuleSet {
         self
     }
 
+    /// Keeps only the rules `keep` says yes to: the way to drop a rule that misfires on a site
+    /// of yours, such as the soft block of an empty HTML 200 where a list's last fragment is
+    /// empty.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use scrapewell_core::block::{RuleSet, Target};
+    ///
+    /// let mut rules = RuleSet::embedded();
+    /// let before = rules.len();
+    /// rules.retain(|rule| rule.target != Target::EmptyBody);
+    /// assert_eq!(rules.len(), before - 1);
+    /// ```
+    pub fn retain(&mut self, keep: impl FnMut(&Rule) -> bool) -> &mut Self {
+        self.rules.retain(keep);
+        self
+    }
+
     /// The rules, in order (a tie between vendors goes to the one listed first).
     pub fn rules(&self) -> &[Rule] {
         &self.rules
