@@ -114,6 +114,20 @@ impl IntoUrl for &String {
     }
 }
 
+/// The credentials of a URL such as `http://user:pass@host/`, percent-decoded, taken out of
+/// it: sent as Basic authorization, as reqwest does, and neither on the request line nor in
+/// the response's URL.
+#[cold]
+fn take_credentials(url: &mut Url) -> (String, Option<String>) {
+    let decoded = |text: &str| percent_decode_str(text).decode_utf8_lossy().into_owned();
+    let username = decoded(url.username());
+    let password = url.password().map(decoded);
+    // Both only fail for URLs that cannot carry credentials, which this one did.
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
+    (username, password)
+}
+
 /// The `Uri` the layers read for `url`, over the URL's own bytes: nothing is copied, and the
 /// retry layer's copies of the request share them without first moving them to the heap, as a
 /// `Uri` parsed from a `&str` would on its first copy.
@@ -128,12 +142,18 @@ pub(crate) fn uri_of(url: &Arc<Url>) -> Result<http::Uri, http::uri::InvalidUri>
 }
 
 impl RequestBuilder {
-    pub(crate) fn new(client: Client, method: Method, url: Result<Url, Error>) -> Self {
+    pub(crate) fn new(client: Client, method: Method, mut url: Result<Url, Error>) -> Self {
+        let credentials = match &mut url {
+            Ok(url) if !url.username().is_empty() || url.password().is_some() => {
+                Some(take_credentials(url))
+            }
+            _ => None,
+        };
         let read = ReadMode {
             streaming: false,
             max_body: client.max_body_size(),
         };
-        let builder = RequestBuilder {
+        let mut builder = RequestBuilder {
             client,
             method,
             url: url.map_err(Box::new),
@@ -147,29 +167,10 @@ impl RequestBuilder {
             version_in_body: false,
             error: None,
         };
-        match &builder.url {
-            Ok(url) if !url.username().is_empty() || url.password().is_some() => {
-                builder.credentials_from_url()
-            }
-            _ => builder,
+        if let Some((username, password)) = credentials {
+            builder = builder.basic_auth(username, password);
         }
-    }
-
-    /// Sends the credentials of a URL such as `http://user:pass@host/` as Basic authorization,
-    /// as reqwest does, and takes them out of the URL: the request line never carries them,
-    /// and neither does the response's URL.
-    #[cold]
-    fn credentials_from_url(mut self) -> Self {
-        let Ok(url) = self.url.as_mut() else {
-            return self;
-        };
-        let decoded = |text: &str| percent_decode_str(text).decode_utf8_lossy().into_owned();
-        let username = decoded(url.username());
-        let password = url.password().map(decoded);
-        // Both only fail for URLs that cannot carry credentials, which these did.
-        let _ = url.set_username("");
-        let _ = url.set_password(None);
-        self.basic_auth(username, password)
+        builder
     }
 
     /// Adds a header. A name or value that is not valid HTTP (a value with CR or LF) makes
