@@ -419,6 +419,18 @@ struct HostState {
     blind_share: u16,
     /// Responses accepted since the last refusal, while `blind_share` holds.
     since_refusal: u16,
+    /// While refusals slow the pace, a stage of it (see `close_stage`): the learned spacing in
+    /// microseconds when it began, and when the stage before it began.
+    stage_backoff: u32,
+    last_stage_backoff: u32,
+    /// The pace in milliseconds the stage began at (0: none), and the answers since, accepted
+    /// and refused.
+    stage_pace: u16,
+    stage_accepted: u16,
+    stage_refused: u16,
+    /// The share of the answers the stage before accepted, of `u16::MAX`, when a third or more
+    /// were refused and enough accepted to tell (0: not so).
+    last_stage_share: u16,
 }
 
 impl HostTable {
@@ -795,6 +807,14 @@ impl HostState {
                 self.follow_budget(now, remaining, reset, &limit, status, max_pause);
             }
         }
+        if self.stage_pace > 0 {
+            let answers = if is_refusal(status) {
+                &mut self.stage_refused
+            } else {
+                &mut self.stage_accepted
+            };
+            *answers = answers.saturating_add(1);
+        }
         if !is_refusal(status) {
             self.count_accepted(now);
             self.note_share(false);
@@ -820,6 +840,9 @@ impl HostState {
             .max(self.sent_every)
             .max(1_000_000);
         if self.refuses_whatever_the_pace(current, heavy, max_pause) {
+            return;
+        }
+        if self.close_stage(current) != Stage::Open {
             return;
         }
         self.clean = 0;
@@ -869,6 +892,73 @@ impl HostState {
             self.last_step = now;
             self.probes = 0;
         }
+    }
+
+    /// Follows the stages of a pace that refusals slow, at a refusal when the pace in force is
+    /// `current`. Below a limit, the share of the answers accepted grows as the pace slows
+    /// (twice the share at half the rate), until the refusals are light. A host that refuses a
+    /// third or more whatever the pace (a backend failing one request in two with a 503)
+    /// accepts the same share at every pace, and each cut to just below the rate it delivered
+    /// lowers that rate in turn, towards `max_pause`.
+    ///
+    /// So a stage gathers [`STAGE_ANSWERS`] answers and lasts until the pace is half what it
+    /// was when the stage began. One refused a third or more, with [`STAGE_ACCEPTED`] accepted
+    /// and a quarter at least, holds the pace where it ended while the next stage gathers its
+    /// answers. If that one accepted less than √2 times its share, the cuts since the first
+    /// began are undone, and the share refused is kept in `blind_share`, as when a series of
+    /// gentle cuts shows it (see `refuses_whatever_the_pace`): a limit behind the failures
+    /// still slows the client.
+    fn close_stage(&mut self, current: u64) -> Stage {
+        let pace = u16::try_from(current / 1_000_000)
+            .unwrap_or(u16::MAX)
+            .max(1);
+        let (accepted, refused) = (
+            u32::from(self.stage_accepted),
+            u32::from(self.stage_refused),
+        );
+        let gathered = accepted + refused >= STAGE_ANSWERS;
+        if self.last_stage_share > 0 && !gathered {
+            return Stage::Held;
+        }
+        if self.last_stage_share == 0
+            && self.stage_pace > 0
+            && (pace < self.stage_pace.saturating_mul(2) || !gathered)
+        {
+            return Stage::Open;
+        }
+        // A quarter accepted at least: below that the client may be far above a limit, where
+        // a few answers more or less move the share by half.
+        let measured = self.stage_pace > 0
+            && accepted >= STAGE_ACCEPTED
+            && refused * 2 >= accepted
+            && refused <= accepted * 3;
+        let share = if measured {
+            u32::from(u16::MAX) * accepted / (accepted + refused)
+        } else {
+            0
+        };
+        if share > 0
+            && self.last_stage_share > 0
+            && share * 10 < u32::from(self.last_stage_share) * 14
+        {
+            self.blind_share = u16::try_from(u32::from(u16::MAX) - share)
+                .unwrap_or(u16::MAX)
+                .max(1);
+            self.share = self.blind_share;
+            self.since_refusal = 0;
+            self.backoff = u64::from(self.last_stage_backoff) * 1_000;
+            self.series_from = 0;
+            self.stage_pace = 0;
+            self.last_stage_share = 0;
+            return Stage::Undone;
+        }
+        self.last_stage_share = u16::try_from(share).unwrap_or(u16::MAX);
+        self.last_stage_backoff = self.stage_backoff;
+        self.stage_pace = pace;
+        self.stage_backoff = u32::try_from(self.backoff / 1_000).unwrap_or(u32::MAX);
+        self.stage_accepted = 0;
+        self.stage_refused = 0;
+        if share > 0 { Stage::Held } else { Stage::Open }
     }
 
     /// Whether a refusal, when the pace in force is `current`, is one of those the host
@@ -1051,6 +1141,10 @@ impl HostState {
         if self.backoff <= self.series_from {
             self.series_from = 0;
         }
+        if self.backoff == 0 {
+            self.stage_pace = 0;
+            self.last_stage_share = 0;
+        }
     }
 
     /// The quota's next cell is a spacing (`quota_interval`; 0 when the host has no quota) after
@@ -1144,6 +1238,23 @@ pub(crate) fn timer_credit(interval: u64) -> u64 {
 fn with_margin(spacing: u64) -> u64 {
     spacing.saturating_add((spacing as f64 * MARGIN) as u64)
 }
+
+/// Where the stages of a slowing pace stand (see [`HostState::close_stage`]).
+#[derive(PartialEq, Eq)]
+enum Stage {
+    /// Cuts go on.
+    Open,
+    /// No cut while a stage gathers the answers that tell whether the last cuts helped.
+    Held,
+    /// They did not: the cuts are undone.
+    Undone,
+}
+
+/// Answers a stage of a slowing pace needs to measure the share accepted (see
+/// [`HostState::close_stage`]), and answers accepted among them: fewer say only that the host
+/// accepts little, as far above a limit.
+const STAGE_ANSWERS: u32 = 12;
+const STAGE_ACCEPTED: u32 = 6;
 
 /// What one refusal adds to [`HostState::share`]'s moving average.
 const SHARE_STEP: u16 = u16::MAX / 16;

@@ -637,6 +637,18 @@ async fn a_host_that_shows_it_refuses_at_any_pace_gets_back_the_pace_it_had() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_host_that_refuses_one_in_two_or_three_whatever_the_pace_is_not_slowed_to_a_crawl() {
+    // A third refused or more is read as a limit: each cut went to just below the rate the
+    // host delivered, and since the same share of any pace is refused, that rate fell with
+    // every cut, towards a request a minute (26/s for one in three, against 7,900/s). The
+    // stages of the slowing pace now show that the share accepted does not grow as the pace
+    // slows, and the cuts are undone; what the run loses is the time that takes.
+    assert_keeps_rate(20_000, None, &[3], 0.8).await;
+    assert_keeps_rate(20_000, None, &[2], 0.4).await;
+    assert_keeps_rate(20_000, Some(1), &[2], 0.4).await;
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_strict_limit_behind_a_backend_that_fails_now_and_then_still_slows_the_client() {
     // The failures show that the host refuses at any pace; the limit's refusals come on top
     // of them, and must still cut the pace.
