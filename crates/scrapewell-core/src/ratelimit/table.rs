@@ -807,7 +807,9 @@ impl HostState {
                 self.follow_budget(now, remaining, reset, &limit, status, max_pause);
             }
         }
-        if self.stage_pace > 0 {
+        // A stage counts while refusals hold the pace back (`backoff`, read first: for a host
+        // never refused, the state's last line stays untouched).
+        if self.backoff > 0 && self.stage_pace > 0 {
             let answers = if is_refusal(status) {
                 &mut self.stage_refused
             } else {
@@ -908,6 +910,8 @@ impl HostState {
     /// began are undone, and the share refused is kept in `blind_share`, as when a series of
     /// gentle cuts shows it (see `refuses_whatever_the_pace`): a limit behind the failures
     /// still slows the client.
+    #[cold]
+    #[inline(never)]
     fn close_stage(&mut self, current: u64) -> Stage {
         let pace = u16::try_from(current / 1_000_000)
             .unwrap_or(u16::MAX)
