@@ -14,14 +14,15 @@ use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use common::{fast_client, read_head};
 
-/// A TLS server on loopback with a self-signed certificate for 127.0.0.1 (`tests/tls/`, valid
-/// for a century), answering `ok` to a client that trusts it; it counts the connections it
-/// accepted.
+/// The self-signed certificate for 127.0.0.1 (`tests/tls/`, valid for a century), and its key.
+const CERTIFICATE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tls/self-signed.crt");
+const KEY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tls/self-signed.key");
+
+/// A TLS server on loopback with [`CERTIFICATE`], answering `ok` to a client that trusts it;
+/// it counts the connections it accepted.
 async fn self_signed_server() -> (String, Arc<AtomicUsize>) {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tls");
-    let certificate =
-        CertificateDer::from_pem_file(format!("{dir}/self-signed.crt")).expect("certificate");
-    let key = PrivateKeyDer::from_pem_file(format!("{dir}/self-signed.key")).expect("key");
+    let certificate = CertificateDer::from_pem_file(CERTIFICATE).expect("certificate");
+    let key = PrivateKeyDer::from_pem_file(KEY).expect("key");
     let config = ServerConfig::builder()
         .with_no_client_auth()
         .with_single_cert(vec![certificate], key)
@@ -84,8 +85,7 @@ async fn a_certificate_the_client_does_not_trust_fails_once_as_a_tls_error() {
 #[tokio::test]
 async fn a_certificate_authority_added_to_the_client_is_trusted() {
     let (url, _) = self_signed_server().await;
-    let pem = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tls/self-signed.crt"))
-        .expect("certificate");
+    let pem = std::fs::read(CERTIFICATE).expect("certificate");
     let client = fast_client().add_root_certificates(&pem).build().unwrap();
     let response = client.get(&url).send().await.unwrap();
     assert_eq!(response.status(), 200);

@@ -945,13 +945,10 @@ impl HostState {
             && self.last_stage_share > 0
             && share * 10 < u32::from(self.last_stage_share) * 14
         {
-            self.blind_share = u16::try_from(u32::from(u16::MAX) - share)
-                .unwrap_or(u16::MAX)
-                .max(1);
-            self.share = self.blind_share;
-            self.since_refusal = 0;
-            self.backoff = u64::from(self.last_stage_backoff) * 1_000;
-            self.series_from = 0;
+            self.refuses_at_any_pace(
+                u16::try_from(u32::from(u16::MAX) - share).unwrap_or(u16::MAX),
+                u64::from(self.last_stage_backoff) * 1_000,
+            );
             self.stage_pace = 0;
             self.last_stage_share = 0;
             return Stage::Undone;
@@ -982,15 +979,25 @@ impl HostState {
     /// average between two such refusals without one.
     fn refuses_whatever_the_pace(&mut self, current: u64, heavy: bool, max_pause: u64) -> bool {
         if self.series_from > 0 && current >= self.series_from.saturating_mul(5) / 3 && !heavy {
-            self.blind_share = self.share.max(1);
             // Back to the pace the series began at, which the next clean stretch probes past.
-            self.backoff = self.series_from.min(max_pause);
-            self.refused_at = self.series_from;
-            self.series_from = 0;
+            let began = self.series_from;
+            self.refused_at = began;
+            self.refuses_at_any_pace(self.share, began.min(max_pause));
             return true;
         }
         self.blind_share > 0
             && u32::from(self.share) <= u32::from(self.blind_share) * 3 / 2 + SHARE_MARGIN
+    }
+
+    /// What a host that refuses `refused` (of `u16::MAX`) whatever the pace has shown: the
+    /// share is kept in `blind_share` (refusals cut the pace again only clearly above it), and
+    /// the cuts made for such refusals are undone, back to the spacing `pace`.
+    fn refuses_at_any_pace(&mut self, refused: u16, pace: u64) {
+        self.blind_share = refused.max(1);
+        self.share = self.blind_share;
+        self.since_refusal = 0;
+        self.backoff = pace;
+        self.series_from = 0;
     }
 
     /// Counts a response in the share of refusals, while a series of cuts or what it showed
