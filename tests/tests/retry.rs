@@ -13,13 +13,12 @@ use common::{RawServer, closed_port, echo_of, fast_client};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_posts_are_created_exactly_once_when_attempts_time_out() {
     let server = MockServer::start().await.unwrap();
-    // Each write outlives three attempt timeouts, so several retries per request are expected:
-    // the budget allows 10 retries per request instead of the default 20%.
-    let client = fast_client()
+    // The default retry policy (3 attempts, backoff from 100 ms, the default budget), with all
+    // 200 in flight at once: every first attempt times out, and its retry, which draws nothing
+    // from the budget, meets the key in flight or the stored response.
+    let client = scrapewell::Client::builder()
         .attempt_timeout(Duration::from_millis(100))
         .max_in_flight_per_host(256)
-        .max_attempts(20)
-        .retry_budget(Duration::from_secs(10), 10, 10.0)
         .build()
         .unwrap();
     let url = server.url("/orders?delay_ms=300&require_key=1");

@@ -424,8 +424,10 @@ impl ClientBuilder {
     }
 
     /// The retry budget shared by every request of the client (and its clones): retries are
-    /// capped at `retry_percent` of the requests of the last `ttl`, plus `min_per_sec`. Asking
-    /// again after a 409 that says the request's key is still in flight draws nothing from it.
+    /// capped at `retry_percent` of the requests of the last `ttl`, plus `min_per_sec`. Two
+    /// retries draw nothing from it: asking again after a 409 that says the request's key is
+    /// still in flight, and sending a write (PUT, DELETE, a keyed POST or PATCH) again after its
+    /// attempt timed out, as giving up on either would leave the outcome of a write unknown.
     pub fn retry_budget(mut self, ttl: Duration, min_per_sec: u32, retry_percent: f32) -> Self {
         match RetryBudget::new(ttl, min_per_sec, retry_percent) {
             Ok(budget) => self.with_policy(|p| p.budget(Arc::new(budget))),

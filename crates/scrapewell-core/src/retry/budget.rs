@@ -13,9 +13,12 @@ use tower::retry::budget::{Budget, TpsBudget};
 /// allowed. Over any window of `ttl`, retries are therefore at most
 /// `retry_percent × requests + min_per_sec × ttl`.
 ///
-/// The retry layer draws on it for every retry but one: asking again after a 409 that says the
-/// request's idempotency key is still in flight. That server has the write and is answering;
-/// asking is how the caller learns the outcome, bounded by its attempts and its deadline.
+/// The retry layer draws on it for every retry but two, where giving up would not spare a host
+/// in trouble, only leave the caller without the outcome of a write: asking again after a 409
+/// that says the request's idempotency key is still in flight (that server has the write and is
+/// answering), and sending a write (PUT, DELETE, a keyed POST or PATCH) again after its attempt
+/// timed out (the server may hold it; such retries pace themselves, one per attempt timeout).
+/// Both stay bounded by the request's attempts and its deadline.
 ///
 /// Built on tower's [`TpsBudget`]; it reads tokio's clock, so paused-time tests drive it.
 ///

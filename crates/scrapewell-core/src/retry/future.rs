@@ -373,7 +373,7 @@ impl<C> Progress<C> {
             return Next::Fail(deadline_exceeded(limits, attempts));
         }
         if let Some(budget) = &self.policy.budget
-            && reason != RetryReason::Conflict(TransientConflict::KeyInFlight)
+            && draws_on_budget(reason, &self.facts)
             && !budget.withdraw()
         {
             tracing::info!(attempt, result = %describe(result.view()), %reason, "retry budget exhausted");
@@ -413,6 +413,24 @@ impl<S, F, C, ReqB> fmt::Debug for ResponseFuture<S, F, C, ReqB> {
             .field("state", &state)
             .field("attempts", &self.progress.attempts.count())
             .finish()
+    }
+}
+
+/// Whether a retry for `reason` takes its tokens from the retry budget. Two do not, as giving
+/// up on them would not spare a host in trouble, only leave the caller without the outcome of
+/// a write:
+/// - asking again after a 409 that says the request's idempotency key is in flight: the server
+///   has the write and is answering;
+/// - sending a write again (PUT, DELETE, a keyed POST or PATCH) after its attempt timed out: the
+///   server may hold it, and the caller could only settle that by sending it again with the
+///   same key. Such retries pace themselves, each one after a whole attempt timeout spent on
+///   the host, under its in-flight bound; a GET that gives up loses nothing it cannot fetch
+///   again, and a broken connection comes back at once, so those still draw.
+fn draws_on_budget(reason: RetryReason, facts: &RequestFacts) -> bool {
+    match reason {
+        RetryReason::Conflict(TransientConflict::KeyInFlight) => false,
+        RetryReason::Timeout => facts.method.is_safe(),
+        _ => true,
     }
 }
 

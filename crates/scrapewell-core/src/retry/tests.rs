@@ -788,6 +788,57 @@ async fn asking_again_after_a_key_in_flight_draws_nothing_from_the_budget() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_write_that_timed_out_is_sent_again_without_drawing_from_the_budget() {
+    // A budget that allows no retry at all: 0% of requests and no floor.
+    let budget = Arc::new(RetryBudget::new(Duration::from_secs(1), 0, 0.0).unwrap());
+    let layer = tower::layer::util::Stack::new(
+        AttemptTimeoutLayer::new(Duration::from_millis(100)),
+        tower::layer::util::Stack::new(
+            RetryLayer::new(policy().budget(budget)),
+            IdempotencyLayer::new(),
+        ),
+    );
+    let put = || {
+        Request::put("http://127.0.0.1/orders/1")
+            .body(Bytes::from_static(b"{}"))
+            .unwrap()
+    };
+    // The server may hold each of these writes: giving up would leave the caller to send it
+    // again itself.
+    for write in [post(), put()] {
+        let method = write.method().clone();
+        let (mut handle, call) = spawn_call(layer.clone(), write);
+        let (_, _stalled) = handle.next_request().await.unwrap();
+        answer(&mut handle, vec![response(201, &[], "")]).await;
+        let written = call.await.unwrap().unwrap();
+        let retries = Attempts::of(&written).retries().to_vec();
+        assert_eq!(retries.len(), 1, "{method}");
+        assert_eq!(retries[0].reason, RetryReason::Timeout, "{method}");
+    }
+
+    // A GET that timed out still draws from it, as does a write whose connection broke.
+    let (mut handle, call) = spawn_call(layer.clone(), get());
+    let (_, _stalled) = handle.next_request().await.unwrap();
+    assert!(matches!(
+        call.await.unwrap(),
+        Err(RetryError::BudgetExhausted {
+            reason: RetryReason::Timeout,
+            ..
+        })
+    ));
+    let (mut handle, call) = spawn_call(layer, put());
+    let (_, send) = handle.next_request().await.unwrap();
+    send.send_error(reset());
+    assert!(matches!(
+        call.await.unwrap(),
+        Err(RetryError::BudgetExhausted {
+            reason: RetryReason::Transport,
+            ..
+        })
+    ));
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_body_that_cannot_be_cloned_is_sent_once() {
     #[derive(Debug)]
     struct OneShot;
