@@ -981,7 +981,6 @@ impl HostState {
         if self.series_from > 0 && current >= self.series_from.saturating_mul(5) / 3 && !heavy {
             // Back to the pace the series began at, which the next clean stretch probes past.
             let began = self.series_from;
-            self.refused_at = began;
             self.refuses_at_any_pace(self.share, began.min(max_pause));
             return true;
         }
@@ -991,12 +990,14 @@ impl HostState {
 
     /// What a host that refuses `refused` (of `u16::MAX`) whatever the pace has shown: the
     /// share is kept in `blind_share` (refusals cut the pace again only clearly above it), and
-    /// the cuts made for such refusals are undone, back to the spacing `pace`.
+    /// the cuts made for such refusals are undone, back to the spacing `pace`, from which the
+    /// next clean stretches probe (the refusals there said nothing of a limit).
     fn refuses_at_any_pace(&mut self, refused: u16, pace: u64) {
         self.blind_share = refused.max(1);
         self.share = self.blind_share;
         self.since_refusal = 0;
         self.backoff = pace;
+        self.refused_at = pace;
         self.series_from = 0;
     }
 
