@@ -319,6 +319,7 @@ async fn retry_after_above_the_cap_fails_at_once_naming_the_value() {
             status,
             remaining,
             cap,
+            held,
             ..
         } => {
             assert_eq!(*status, 503);
@@ -327,6 +328,11 @@ async fn retry_after_above_the_cap_fails_at_once_naming_the_value() {
                 "{remaining:?}"
             );
             assert_eq!(*cap, Duration::from_secs(120));
+            // Held for the rate limiter's `max_pause`, a minute, not the year asked for.
+            assert!(
+                (Duration::from_secs(50)..=Duration::from_secs(60)).contains(held),
+                "{held:?}"
+            );
         }
         other => panic!("expected HostPaused, got {other:?}"),
     }

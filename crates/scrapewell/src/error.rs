@@ -151,9 +151,11 @@ pub enum Error {
     /// once instead of waiting, and its last attempt was not sent. A pause within the cap is
     /// waited out.
     #[error(
-        "host paused by its server ({status}) for another {}, over the cap of {}",
+        "host paused by its server ({status}) for another {}, over the cap of {}; tried \
+         again in {}",
         Lasting(*remaining),
-        Lasting(*cap)
+        Lasting(*cap),
+        Lasting(*held)
     )]
     HostPaused {
         /// The status of the answer that asked for the pause.
@@ -162,6 +164,9 @@ pub enum Error {
         remaining: Duration,
         /// The configured cap on `Retry-After`.
         cap: Duration,
+        /// What is left of the client's own hold on the host (at most the rate limiter's
+        /// `max_pause`, a minute by default): the first request after it is sent.
+        held: Duration,
         /// The attempts made; the last one was not sent.
         attempts: Attempts,
     },
@@ -456,6 +461,7 @@ impl From<RetryError<TransportError>> for Error {
                 status: paused.status,
                 remaining: paused.remaining,
                 cap: paused.longest,
+                held: paused.held,
                 attempts,
             },
             RetryError::Transport { source, attempts } => Error::Transport { source, attempts },

@@ -89,15 +89,21 @@ use crate::retry::RetryAttempt;
 /// use scrapewell_core::ratelimit::HostPaused;
 ///
 /// fn advice(error: &HostPaused) -> String {
-///     format!("come back in {} s", error.remaining.as_secs())
+///     format!(
+///         "the server asked for {} s; the next request goes in {} s",
+///         error.remaining.as_secs(),
+///         error.held.as_secs()
+///     )
 /// }
 /// # let _ = advice;
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "host paused by its server ({status}) for another {}, longer than the {} a request waits",
+    "host paused by its server ({status}) for another {}, longer than the {} a request waits; \
+     tried again in {}",
     Lasting(*remaining),
-    Lasting(*longest)
+    Lasting(*longest),
+    Lasting(*held)
 )]
 #[non_exhaustive]
 pub struct HostPaused {
@@ -107,6 +113,9 @@ pub struct HostPaused {
     pub remaining: Duration,
     /// The longest a request waits for a pause.
     pub longest: Duration,
+    /// What is left of the client's own hold on the host, at most
+    /// [`TableSettings::max_pause`]: the first request after it is sent.
+    pub held: Duration,
 }
 
 /// Waits for each request's turn at its host (see the [module docs](self)).
@@ -402,6 +411,7 @@ impl Shared {
                 status: pause.status,
                 remaining: pause.asked,
                 longest,
+                held: pause.wait,
             }),
             _ => {
                 self.sleep(pause.wait).await;
