@@ -945,6 +945,11 @@ impl HostState {
             && self.last_stage_share > 0
             && share * 10 < u32::from(self.last_stage_share) * 14
         {
+            // `refused_at` stays the last cut's, unlike after a gentle series: eight at a time
+            // against nginx's strict `limit_req`, stages can read the limit as refusals at any
+            // pace, and probing from the restored pace (steps a share of its rate) then met the
+            // limit until requests ran out of retry budget. From the slow rate, the climb is
+            // gentle enough for the limit to be found again.
             self.refuses_at_any_pace(
                 u16::try_from(u32::from(u16::MAX) - share).unwrap_or(u16::MAX),
                 u64::from(self.last_stage_backoff) * 1_000,
@@ -981,6 +986,7 @@ impl HostState {
         if self.series_from > 0 && current >= self.series_from.saturating_mul(5) / 3 && !heavy {
             // Back to the pace the series began at, which the next clean stretch probes past.
             let began = self.series_from;
+            self.refused_at = began;
             self.refuses_at_any_pace(self.share, began.min(max_pause));
             return true;
         }
@@ -990,14 +996,12 @@ impl HostState {
 
     /// What a host that refuses `refused` (of `u16::MAX`) whatever the pace has shown: the
     /// share is kept in `blind_share` (refusals cut the pace again only clearly above it), and
-    /// the cuts made for such refusals are undone, back to the spacing `pace`, from which the
-    /// next clean stretches probe (the refusals there said nothing of a limit).
+    /// the cuts made for such refusals are undone, back to the spacing `pace`.
     fn refuses_at_any_pace(&mut self, refused: u16, pace: u64) {
         self.blind_share = refused.max(1);
         self.share = self.blind_share;
         self.since_refusal = 0;
         self.backoff = pace;
-        self.refused_at = pace;
         self.series_from = 0;
     }
 
