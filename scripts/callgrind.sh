@@ -15,6 +15,7 @@
 #   scripts/callgrind.sh ratelimit    # the rate limiter alone, over a no-op service, one host
 #   scripts/callgrind.sh footprint    # the code each request runs through, in cache lines
 #   C=64 scripts/callgrind.sh cache   # first-level cache misses per request, simulated
+#   CLIENTS="reqwest scrapewell" scripts/callgrind.sh   # only these of the bench's clients
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${N:-1000}
@@ -74,7 +75,7 @@ fi
 
 bench_name=overhead
 bench=$(built overhead)
-clients="reqwest scrapewell reqwest-middleware http-round-trip"
+clients="${CLIENTS:-reqwest scrapewell reqwest-middleware http-round-trip}"
 
 if [ "${1:-}" = cache ]; then
     # First-level cache misses a request (2N minus N requests, one layout), by callgrind's
