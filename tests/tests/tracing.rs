@@ -115,3 +115,51 @@ async fn a_quota_store_that_is_away_is_warned_of_once_and_its_password_never_log
         "{described}\n{logs}"
     );
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_request_held_back_at_its_host_says_how_long_and_for_what() {
+    let (captured, _guard) = capture_logs();
+    let server = MockServer::start().await.unwrap();
+    let client = fast_client().max_in_flight_per_host(1).build().unwrap();
+
+    // One place in flight: the second of two requests at once waits for the first.
+    let slow = server.url("/bytes/10?delay_ms=100");
+    let (first, second) = tokio::join!(client.get(&slow).send(), client.get(&slow).send());
+    assert!(first.is_ok() && second.is_ok());
+    // A 503 asking for a second pauses the host: the next request waits it out.
+    let paused = client
+        .get(server.url("/status/503/paused?retry_after=1"))
+        .no_retry()
+        .send()
+        .await;
+    assert!(paused.is_err(), "{paused:?}");
+    client.get(server.url("/page/1")).send().await.unwrap();
+
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let waits: Vec<&str> = logs
+        .lines()
+        .filter(|line| line.contains("had its turn at the host"))
+        .collect();
+    assert_eq!(waits.len(), 2, "{logs}");
+    assert!(
+        waits[0].contains("waited_for=a place in flight"),
+        "{}",
+        waits[0]
+    );
+    assert!(
+        waits[1].contains("path=/page/1")
+            && waits[1]
+                .contains("waited_for=a pause its server asked for (503 Service Unavailable)"),
+        "{}",
+        waits[1]
+    );
+    let waited_ms = |line: &str| -> u64 {
+        line.split("waited_ms=")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|ms| ms.parse().ok())
+            .unwrap_or_default()
+    };
+    assert!(waited_ms(waits[0]) >= 90, "{}", waits[0]);
+    assert!(waited_ms(waits[1]) >= 900, "{}", waits[1]);
+}

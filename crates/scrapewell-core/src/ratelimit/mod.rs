@@ -53,6 +53,7 @@ mod redis_store;
 mod shared;
 mod table;
 
+use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -240,17 +241,21 @@ where
             waiting,
         });
         ResponseFuture::waiting(async move {
+            let started = tokio::time::Instant::now();
+            let mut waited = Waited::default();
             let first = match start {
                 Start::Looked(first) => first,
                 Start::SharedSlot(slot) => {
                     // A pause is waited out (or fails the request) before a fleet slot is
                     // taken: the slot of a request that then waits, or fails, is lost.
                     while let Some(pause) = shared.table.pause(&key, shared.table.now()) {
+                        waited.pause = Some(pause.status);
                         shared.wait_out(pause).await?;
                     }
                     // The fleet's slot comes next: a request waits for its turn here only once
                     // it may go as far as the fleet is concerned, so that the pace learned here
                     // reads when requests really leave.
+                    waited.fleet = true;
                     shared.take_shared_slot(slot).await;
                     shared.table.admit(
                         &key,
@@ -260,11 +265,62 @@ where
                     )
                 }
             };
-            let mut turn = wait_for_turn(shared, key, limiter, first, retry).await?;
+            let mut turn = wait_for_turn(shared, key, limiter, first, retry, &mut waited).await?;
+            tracing::debug!(
+                waited_ms = started.elapsed().as_millis() as u64,
+                waited_for = %waited,
+                "had its turn at the host"
+            );
             let result = inner.oneshot(request).await;
             turn.complete(result.as_ref().ok());
             result
         })
+    }
+}
+
+/// What a request waited for before its turn at its host, for its log event: the answer to a
+/// scraper's "why was this request slow to leave?".
+#[derive(Debug, Default)]
+struct Waited {
+    /// The pace learned from the host's refusals, or spacing asked for by its headers.
+    pace: bool,
+    /// A pause its server asked for, with the status that asked.
+    pause: Option<http::StatusCode>,
+    /// The host's configured quota.
+    quota: bool,
+    /// A place under the host's bound on requests in flight.
+    in_flight: bool,
+    /// A slot of the fleet's shared quota.
+    fleet: bool,
+}
+
+impl fmt::Display for Waited {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut separator = "";
+        let mut reason = |f: &mut fmt::Formatter<'_>, what: fmt::Arguments<'_>| {
+            let written = write!(f, "{separator}{what}");
+            separator = ", ";
+            written
+        };
+        if self.fleet {
+            reason(f, format_args!("the fleet's quota"))?;
+        }
+        if let Some(status) = self.pause {
+            reason(f, format_args!("a pause its server asked for ({status})"))?;
+        }
+        if self.quota {
+            reason(f, format_args!("the quota"))?;
+        }
+        if self.in_flight {
+            reason(f, format_args!("a place in flight"))?;
+        }
+        if self.pace {
+            reason(f, format_args!("the pace learned from the host"))?;
+        }
+        if separator.is_empty() {
+            f.write_str("nothing")?;
+        }
+        Ok(())
     }
 }
 
@@ -308,6 +364,7 @@ async fn wait_for_turn(
     limiter: Option<Arc<Limiter>>,
     mut admission: Admission,
     mut retry: Option<RetryInLine>,
+    waited: &mut Waited,
 ) -> Result<Turn, HostPaused> {
     let table = &shared.table;
     loop {
@@ -320,22 +377,38 @@ async fn wait_for_turn(
                 let mut turn = Turn::new(&shared, key, slot, after_pause, limiter.as_deref());
                 turn.departure.paced_at = slot - nanos(wait);
                 if !wait.is_zero() {
+                    waited.pace = true;
                     shared.sleep(wait).await;
                 }
                 loop {
                     match table.leave(&key, turn.quota_interval, &mut turn.departure) {
                         Ok(()) => return Ok(turn),
-                        Err(Hold::Paced(wait)) => shared.sleep(wait).await,
-                        Err(Hold::Paused(pause)) => shared.wait_out(pause).await?,
+                        Err(Hold::Paced(wait)) => {
+                            waited.pace = true;
+                            shared.sleep(wait).await;
+                        }
+                        Err(Hold::Paused(pause)) => {
+                            waited.pause = Some(pause.status);
+                            shared.wait_out(pause).await?;
+                        }
                     }
                 }
             }
-            Admission::Paused(pause) => shared.wait_out(pause).await?,
+            Admission::Paused(pause) => {
+                waited.pause = Some(pause.status);
+                shared.wait_out(pause).await?;
+            }
             // No jitter here: governor's slots already stagger the waiting requests, and a
             // jitter would only cost rate.
-            Admission::Quota(wait) => tokio::time::sleep(wait).await,
+            Admission::Quota(wait) => {
+                waited.quota = true;
+                tokio::time::sleep(wait).await;
+            }
             // A completion between the look and this wait leaves a permit: it is not missed.
-            Admission::Busy(released, line) => released.wait(line).await,
+            Admission::Busy(released, line) => {
+                waited.in_flight = true;
+                released.wait(line).await;
+            }
         }
         admission = table.admit(
             &key,
