@@ -405,7 +405,9 @@ struct HostState {
     /// Retries waiting for a place in flight: the next places free are theirs.
     retries_waiting: u32,
     /// Clean stretches past the plateau since the last cut.
-    probes: u16,
+    probes: u8,
+    /// Whether the current stage (see `close_stage`) was refused with a 429.
+    stage_limited: bool,
     /// Responses accepted so far, while fewer than the in-flight bound: the host's window of
     /// requests in flight opens one place with each, from one.
     opened: u16,
@@ -811,6 +813,7 @@ impl HostState {
         // never refused, the state's last line stays untouched).
         if self.backoff > 0 && self.stage_pace > 0 {
             let answers = if is_refusal(status) {
+                self.stage_limited |= status == http::StatusCode::TOO_MANY_REQUESTS;
                 &mut self.stage_refused
             } else {
                 &mut self.stage_accepted
@@ -931,8 +934,14 @@ impl HostState {
             return Stage::Open;
         }
         // A quarter accepted at least: below that the client may be far above a limit, where
-        // a few answers more or less move the share by half.
+        // a few answers more or less move the share by half. And no 429: a server that says
+        // "too many requests" is not read as refusing whatever the pace. A deep cut can take a
+        // stage to its end at once, so that the stage held there answers at the same pace, and
+        // a strict limit just below it refuses the same share in both: eight at a time against
+        // nginx's `limit_req`, the cuts were undone to an unpaced client in one run in three,
+        // which the limit then refused by the hundred.
         let measured = self.stage_pace > 0
+            && !self.stage_limited
             && accepted >= STAGE_ACCEPTED
             && refused * 2 >= accepted
             && refused <= accepted * 3;
@@ -945,11 +954,6 @@ impl HostState {
             && self.last_stage_share > 0
             && share * 10 < u32::from(self.last_stage_share) * 14
         {
-            // `refused_at` stays the last cut's, unlike after a gentle series: eight at a time
-            // against nginx's strict `limit_req`, stages can read the limit as refusals at any
-            // pace, and probing from the restored pace (steps a share of its rate) then met the
-            // limit until requests ran out of retry budget. From the slow rate, the climb is
-            // gentle enough for the limit to be found again.
             self.refuses_at_any_pace(
                 u16::try_from(u32::from(u16::MAX) - share).unwrap_or(u16::MAX),
                 u64::from(self.last_stage_backoff) * 1_000,
@@ -964,6 +968,7 @@ impl HostState {
         self.stage_backoff = u32::try_from(self.backoff / 1_000).unwrap_or(u32::MAX);
         self.stage_accepted = 0;
         self.stage_refused = 0;
+        self.stage_limited = false;
         if share > 0 { Stage::Held } else { Stage::Open }
     }
 

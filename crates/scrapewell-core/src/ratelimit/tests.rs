@@ -1356,3 +1356,29 @@ async fn a_paused_host_is_waited_out_or_failed_before_a_fleet_slot_is_taken() {
     // A slot for each request sent; none for the one that failed, nor taken before the wait.
     assert_eq!(store.asked(), ["a.test:80", "b.test:80", "b.test:80"]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_strict_limit_answering_429_eight_at_a_time_is_not_read_as_refusals_at_any_pace() {
+    // Deep cuts take a first stage from an unpaced client to just past the limit at once, so
+    // the stage held there answers at the same pace and the limit refuses the same share in
+    // both: read as refusals at any pace, the cuts were undone, and the unpaced client was
+    // refused some 200 times in 300. A 429 says the client sent too many: no stage is read so.
+    for latency in [1, 2, 3] {
+        let (log, refused) = (Log::default(), Arc::new(Mutex::new(0)));
+        let strict = strict_server(log, Duration::from_millis(100), refused.clone(), &[]);
+        let service = RateLimitLayer::new(table())
+            .jitter(0.0)
+            .layer(answering_in(strict, Duration::from_millis(latency)));
+        stream::iter(0..300)
+            .map(|_| service.clone().oneshot(get("http://a.test/")))
+            .buffer_unordered(8)
+            .for_each(|_| async {})
+            .await;
+        let refused = *refused.lock().unwrap();
+        println!("300 sent 8 at a time, answers in {latency} ms: {refused} refused");
+        assert!(
+            refused <= 30,
+            "{refused} of 300 refused, answers in {latency} ms"
+        );
+    }
+}
