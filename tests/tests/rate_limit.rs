@@ -102,6 +102,14 @@ async fn eight_hosts_keep_their_own_pace_and_a_slow_one_holds_no_other_back() {
     judge_pace("eight hosts", eight_hosts).await;
 }
 
+/// The spacing a quota keeps, as a share of its own: 2% slower (see `ClientBuilder::rate_limit`).
+const QUOTA_MARGIN: f64 = 1.02;
+
+/// How much later than its quota's spacing a host's requests may leave on average, on a busy
+/// machine: 2.4 ms was the most measured (a loaded CI machine of two cores), 0.3 to 1.7 ms
+/// here (idle, or with a busy loop on each core).
+const LATE_WAKE: Duration = Duration::from_millis(4);
+
 async fn eight_hosts() -> Result<(), Shortfall> {
     // 127.0.0.2 ... 127.0.0.9 are all loopback; each host gets its own server and quota.
     let rates = [1.0, 10.0, 15.0, 20.0, 25.0, 30.0, 35.0, 40.0];
@@ -138,8 +146,18 @@ async fn eight_hosts() -> Result<(), Shortfall> {
         let last = *server.arrivals("/limited/host").last().expect("arrivals");
         let took = last.duration_since(started);
         let reached = limits.rate.expect("accepted requests");
+        // A request woken late (tokio's timer wakes on the millisecond after its deadline,
+        // later on a busy machine) keeps its host's spacing from when it really left, so each
+        // adds its lateness to the spacing: the same ms or two at every quota, which cost a
+        // fast host the most of its rate (a 40/s host reached 94% here, 90% on a loaded CI
+        // machine of two cores). A host held back by another would show hundreds of ms.
+        // Requests that arrived closer than they left (a late one, then one on time) can make
+        // it negative: nothing added.
+        let added =
+            Duration::try_from_secs_f64(1.0 / reached - QUOTA_MARGIN / rate).unwrap_or_default();
         println!(
-            "{}: quota {rate}/s, {} accepted, {} refused, {reached:.2}/s, done after {took:.2?}",
+            "{}: quota {rate}/s, {} accepted, {} refused, {reached:.2}/s ({added:.2?} a request \
+             over its spacing), done after {took:.2?}",
             server.addr(),
             limits.accepted,
             limits.refused,
@@ -152,9 +170,10 @@ async fn eight_hosts() -> Result<(), Shortfall> {
         if limits.refused > 0 {
             shortfalls.push(format!("{} was refused", server.addr()));
         }
-        if reached < 0.9 * rate {
+        if added > LATE_WAKE {
             shortfalls.push(format!(
-                "{}: {reached:.2}/s for a quota of {rate}/s",
+                "{}: {reached:.2}/s for a quota of {rate}/s, {added:.2?} a request over its \
+                 spacing",
                 server.addr()
             ));
         }
