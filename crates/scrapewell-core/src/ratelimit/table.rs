@@ -773,6 +773,15 @@ impl HostState {
         self.paused_until > self.last_admit.saturating_add(interval)
     }
 
+    /// The spacing the host is sent requests at: the learned pace, the quota's, or the
+    /// client's own when it sends slower, and a millisecond at least.
+    fn pace_in_force(&self, now: u64, quota_interval: u64) -> u64 {
+        self.interval(now)
+            .max(quota_interval)
+            .max(self.sent_every)
+            .max(1_000_000)
+    }
+
     /// The spacing the learned pace asks for now, beyond the quota.
     fn interval(&self, now: u64) -> u64 {
         let hint = if now < self.hint_until { self.hint } else { 0 };
@@ -823,6 +832,16 @@ impl HostState {
         if !is_refusal(status) {
             self.count_accepted(now);
             self.note_share(false);
+            // A held stage below a limit may see no refusal at all: its answers close it.
+            // (`backoff` first: a held stage has one, and a host never refused is not read
+            // further.)
+            if self.backoff > 0
+                && self.last_stage_share > 0
+                && u32::from(self.stage_accepted) + u32::from(self.stage_refused) >= STAGE_ANSWERS
+            {
+                let current = self.pace_in_force(now, quota_interval);
+                self.close_stage(current, now, max_pause);
+            }
             self.recover(quota_interval, now, settings);
             return;
         }
@@ -839,15 +858,11 @@ impl HostState {
         // host's limit; one refusal early in a window, as a climb passes the limit, is no such
         // measure).
         let heavy = self.window_refused >= 2 && self.window_refused * 2 >= self.window_accepted;
-        let current = self
-            .interval(now)
-            .max(quota_interval)
-            .max(self.sent_every)
-            .max(1_000_000);
+        let current = self.pace_in_force(now, quota_interval);
         if self.refuses_whatever_the_pace(current, heavy, max_pause) {
             return;
         }
-        if self.close_stage(current) != Stage::Open {
+        if self.close_stage(current, now, max_pause) != Stage::Open {
             return;
         }
         self.clean = 0;
@@ -899,23 +914,25 @@ impl HostState {
         }
     }
 
-    /// Follows the stages of a pace that refusals slow, at a refusal when the pace in force is
-    /// `current`. Below a limit, the share of the answers accepted grows as the pace slows
-    /// (twice the share at half the rate), until the refusals are light. A host that refuses a
+    /// Follows the stages of a pace that refusals slow, at a refusal (or at the answer that
+    /// completes a held stage) when the pace in force is `current`, at `now`. Below a limit,
+    /// the share of the answers accepted grows as the pace slows (twice the share at half the
+    /// rate), until the refusals are light. A host that refuses a
     /// third or more whatever the pace (a backend failing one request in two with a 503)
     /// accepts the same share at every pace, and each cut to just below the rate it delivered
     /// lowers that rate in turn, towards `max_pause`.
     ///
     /// So a stage gathers [`STAGE_ANSWERS`] answers and lasts until the pace is half what it
     /// was when the stage began. One refused a third or more, with [`STAGE_ACCEPTED`] accepted
-    /// and a quarter at least, holds the pace where it ended while the next stage gathers its
+    /// and a quarter at least, is followed by a held stage: the pace goes to two thirds of the
+    /// rate where the stage ended and stays there (no cut, no step up) while it gathers its
     /// answers. If that one accepted less than √2 times its share, the cuts since the first
     /// began are undone, and the share refused is kept in `blind_share`, as when a series of
     /// gentle cuts shows it (see `refuses_whatever_the_pace`): a limit behind the failures
     /// still slows the client.
     #[cold]
     #[inline(never)]
-    fn close_stage(&mut self, current: u64) -> Stage {
+    fn close_stage(&mut self, current: u64, now: u64, max_pause: u64) -> Stage {
         let pace = u16::try_from(current / 1_000_000)
             .unwrap_or(u16::MAX)
             .max(1);
@@ -933,13 +950,25 @@ impl HostState {
         {
             return Stage::Open;
         }
+        // A held stage that accepted less than √2 times the share of the stage before it shows
+        // that a slower rate did not help: the refusals come at any pace. Its share counts
+        // whatever it is (a host that fails one request in two accepted a third of a dozen
+        // answers), unless a 429 said the client sent too many.
+        if self.last_stage_share > 0 && !self.stage_limited {
+            let share = u32::from(u16::MAX) * accepted / (accepted + refused);
+            if share * 10 < u32::from(self.last_stage_share) * 14 {
+                self.refuses_at_any_pace(
+                    u16::try_from(u32::from(u16::MAX) - share).unwrap_or(u16::MAX),
+                    u64::from(self.last_stage_backoff) * 1_000,
+                );
+                self.stage_pace = 0;
+                self.last_stage_share = 0;
+                return Stage::Undone;
+            }
+        }
         // A quarter accepted at least: below that the client may be far above a limit, where
         // a few answers more or less move the share by half. And no 429: a server that says
-        // "too many requests" is not read as refusing whatever the pace. A deep cut can take a
-        // stage to its end at once, so that the stage held there answers at the same pace, and
-        // a strict limit just below it refuses the same share in both: eight at a time against
-        // nginx's `limit_req`, the cuts were undone to an unpaced client in one run in three,
-        // which the limit then refused by the hundred.
+        // "too many requests" is not read as refusing whatever the pace.
         let measured = self.stage_pace > 0
             && !self.stage_limited
             && accepted >= STAGE_ACCEPTED
@@ -950,18 +979,6 @@ impl HostState {
         } else {
             0
         };
-        if share > 0
-            && self.last_stage_share > 0
-            && share * 10 < u32::from(self.last_stage_share) * 14
-        {
-            self.refuses_at_any_pace(
-                u16::try_from(u32::from(u16::MAX) - share).unwrap_or(u16::MAX),
-                u64::from(self.last_stage_backoff) * 1_000,
-            );
-            self.stage_pace = 0;
-            self.last_stage_share = 0;
-            return Stage::Undone;
-        }
         self.last_stage_share = u16::try_from(share).unwrap_or(u16::MAX);
         self.last_stage_backoff = self.stage_backoff;
         self.stage_pace = pace;
@@ -969,7 +986,22 @@ impl HostState {
         self.stage_accepted = 0;
         self.stage_refused = 0;
         self.stage_limited = false;
-        if share > 0 { Stage::Held } else { Stage::Open }
+        if share == 0 {
+            return Stage::Open;
+        }
+        // The stage ended at a refusal, often where its pace had climbed back to a limit's edge
+        // (deep cuts take it far below the limit, clean answers there bring it back up): held
+        // there, a strict limit refuses every other request, as a host that fails one in two
+        // does at any pace: eight at a time against a strict limit answering bare 503s
+        // (nginx's default), the cuts were undone to an unpaced client, refused some 200 times
+        // in 300. At two thirds of that rate a limit refuses none (see
+        // `refuses_whatever_the_pace`). The slots given before are taken back, as a cut does.
+        self.backoff = (current.saturating_mul(3) / 2)
+            .min(max_pause)
+            .max(self.backoff);
+        self.last_admit = self.last_admit.min(now);
+        self.last_cut = now;
+        Stage::Held
     }
 
     /// Whether a refusal, when the pace in force is `current`, is one of those the host
@@ -1126,7 +1158,8 @@ impl HostState {
     /// refusal, probing faster the longer it holds). Once the rate reaches the quota, the quota
     /// alone paces the host.
     fn recover(&mut self, quota_interval: u64, now: u64, settings: &TableSettings) {
-        if self.backoff == 0 {
+        // A held stage keeps its pace until its answers are in (see `close_stage`).
+        if self.backoff == 0 || self.last_stage_share > 0 {
             return;
         }
         self.clean += 1;

@@ -447,13 +447,24 @@ fn strict_server(
     refused: Arc<Mutex<u32>>,
     headers: &'static [(&'static str, &'static str)],
 ) -> impl TestServer {
+    strict_server_refusing_with(429, log, interval, refused, headers)
+}
+
+/// [`strict_server`], refusing with `refusal` (nginx's `limit_req` answers 503 unless told).
+fn strict_server_refusing_with(
+    refusal: u16,
+    log: Log,
+    interval: Duration,
+    refused: Arc<Mutex<u32>>,
+    headers: &'static [(&'static str, &'static str)],
+) -> impl TestServer {
     let last = Arc::new(Mutex::new(None::<Instant>));
     tower::service_fn(move |_: Request<Bytes>| {
         let now = Instant::now();
         let mut last = last.lock().unwrap();
         let response = if last.is_some_and(|t| now - t < interval) {
             *refused.lock().unwrap() += 1;
-            status(429, headers)
+            status(refusal, headers)
         } else {
             *last = Some(now);
             log.lock().unwrap().push(("a.test".into(), now));
@@ -642,10 +653,12 @@ async fn a_host_that_refuses_one_in_two_or_three_whatever_the_pace_is_not_slowed
     // host delivered, and since the same share of any pace is refused, that rate fell with
     // every cut, towards a request a minute (26/s for one in three, against 7,900/s). The
     // stages of the slowing pace now show that the share accepted does not grow as the pace
-    // slows, and the cuts are undone; what the run loses is the time that takes.
+    // slows, and the cuts are undone; what the run loses is the time that takes, a held stage
+    // at two thirds of the rate included (20,000 requests to a host refusing one in two went
+    // at 3,827/s with the stage held where it ended, which a strict limit's bare 503s misread).
     assert_keeps_rate(20_000, None, &[3], 0.8).await;
-    assert_keeps_rate(20_000, None, &[2], 0.4).await;
-    assert_keeps_rate(20_000, Some(1), &[2], 0.4).await;
+    assert_keeps_rate(20_000, None, &[2], 0.35).await;
+    assert_keeps_rate(20_000, Some(1), &[2], 0.35).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -1358,27 +1371,38 @@ async fn a_paused_host_is_waited_out_or_failed_before_a_fleet_slot_is_taken() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_strict_limit_answering_429_eight_at_a_time_is_not_read_as_refusals_at_any_pace() {
-    // Deep cuts take a first stage from an unpaced client to just past the limit at once, so
-    // the stage held there answers at the same pace and the limit refuses the same share in
-    // both: read as refusals at any pace, the cuts were undone, and the unpaced client was
-    // refused some 200 times in 300. A 429 says the client sent too many: no stage is read so.
-    for latency in [1, 2, 3] {
-        let (log, refused) = (Log::default(), Arc::new(Mutex::new(0)));
-        let strict = strict_server(log, Duration::from_millis(100), refused.clone(), &[]);
-        let service = RateLimitLayer::new(table())
-            .jitter(0.0)
-            .layer(answering_in(strict, Duration::from_millis(latency)));
-        stream::iter(0..300)
-            .map(|_| service.clone().oneshot(get("http://a.test/")))
-            .buffer_unordered(8)
-            .for_each(|_| async {})
-            .await;
-        let refused = *refused.lock().unwrap();
-        println!("300 sent 8 at a time, answers in {latency} ms: {refused} refused");
-        assert!(
-            refused <= 30,
-            "{refused} of 300 refused, answers in {latency} ms"
-        );
+async fn a_strict_limit_eight_at_a_time_is_not_read_as_refusals_at_any_pace() {
+    // Deep cuts take a first stage from an unpaced client past the limit and back to its edge,
+    // where a refusal ends the stage; held there, the stage after it was refused every other
+    // request, as a host that fails one in two is at any pace: the cuts were undone, and the
+    // unpaced client was refused some 200 times in 300. A 429 says the client sent too many;
+    // nginx's `limit_req` answers a bare 503 unless told otherwise.
+    for refusal in [429, 503] {
+        for latency in [1, 2, 3] {
+            let (log, refused) = (Log::default(), Arc::new(Mutex::new(0)));
+            let strict = strict_server_refusing_with(
+                refusal,
+                log,
+                Duration::from_millis(100),
+                refused.clone(),
+                &[],
+            );
+            let service = RateLimitLayer::new(table())
+                .jitter(0.0)
+                .layer(answering_in(strict, Duration::from_millis(latency)));
+            stream::iter(0..300)
+                .map(|_| service.clone().oneshot(get("http://a.test/")))
+                .buffer_unordered(8)
+                .for_each(|_| async {})
+                .await;
+            let refused = *refused.lock().unwrap();
+            println!(
+                "300 sent 8 at a time, {refusal}s, answers in {latency} ms: {refused} refused"
+            );
+            assert!(
+                refused <= 30,
+                "{refused} of 300 refused with {refusal}, answers in {latency} ms"
+            );
+        }
     }
 }
