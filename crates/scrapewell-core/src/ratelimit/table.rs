@@ -924,12 +924,12 @@ impl HostState {
     ///
     /// So a stage gathers [`STAGE_ANSWERS`] answers and lasts until the pace is half what it
     /// was when the stage began. One refused a third or more, with [`STAGE_ACCEPTED`] accepted
-    /// and a quarter at least, is followed by a held stage: the pace goes to two thirds of the
-    /// rate where the stage ended and stays there (no cut, no step up) while it gathers its
-    /// answers. If that one accepted less than √2 times its share, the cuts since the first
-    /// began are undone, and the share refused is kept in `blind_share`, as when a series of
-    /// gentle cuts shows it (see `refuses_whatever_the_pace`): a limit behind the failures
-    /// still slows the client.
+    /// and a quarter at least, is followed by a held stage: the pace goes to half the rate where
+    /// the stage ended and stays there (no cut, no step up) while it gathers its answers. If
+    /// that one accepted less than √2 times its share (judged as soon as its refusals leave no
+    /// doubt), the cuts since the first began are undone, and the share refused is kept in
+    /// `blind_share`, as when a series of gentle cuts shows it (see
+    /// `refuses_whatever_the_pace`): a limit behind the failures still slows the client.
     #[cold]
     #[inline(never)]
     fn close_stage(&mut self, current: u64, now: u64, max_pause: u64) -> Stage {
@@ -941,7 +941,13 @@ impl HostState {
             u32::from(self.stage_refused),
         );
         let gathered = accepted + refused >= STAGE_ANSWERS;
-        if self.last_stage_share > 0 && !gathered {
+        // A held stage is judged once its answers are in, or at the refusal that leaves it no
+        // way to accept √2 times the share of the stage before it.
+        let held_short = self.last_stage_share > 0
+            && !self.stage_limited
+            && u32::from(u16::MAX) * STAGE_ANSWERS.saturating_sub(refused) / STAGE_ANSWERS * 10
+                < u32::from(self.last_stage_share) * 14;
+        if self.last_stage_share > 0 && !gathered && !held_short {
             return Stage::Held;
         }
         if self.last_stage_share == 0
@@ -994,11 +1000,10 @@ impl HostState {
         // there, a strict limit refuses every other request, as a host that fails one in two
         // does at any pace: eight at a time against a strict limit answering bare 503s
         // (nginx's default), the cuts were undone to an unpaced client, refused some 200 times
-        // in 300. At two thirds of that rate a limit refuses none (see
-        // `refuses_whatever_the_pace`). The slots given before are taken back, as a cut does.
-        self.backoff = (current.saturating_mul(3) / 2)
-            .min(max_pause)
-            .max(self.backoff);
+        // in 300. At half that rate a limit refuses none, or accepts twice the share if the
+        // stage ended far above it (at two thirds, a token bucket of five was refused a quarter, as much as
+        // before, and read so). The slots given before are taken back, as a cut does.
+        self.backoff = current.saturating_mul(2).min(max_pause).max(self.backoff);
         self.last_admit = self.last_admit.min(now);
         self.last_cut = now;
         Stage::Held
