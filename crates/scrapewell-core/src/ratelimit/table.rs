@@ -859,7 +859,12 @@ impl HostState {
         // measure).
         let heavy = self.window_refused >= 2 && self.window_refused * 2 >= self.window_accepted;
         let current = self.pace_in_force(now, quota_interval);
-        if self.refuses_whatever_the_pace(current, heavy, max_pause) {
+        // A 429 says the client sent too many: it always slows the pace, and never shows that
+        // the host refuses at any pace (a token bucket of 20 at 10/s, refusing little while its
+        // burst lasted, was read so, and then refused two requests in five for good).
+        if status != http::StatusCode::TOO_MANY_REQUESTS
+            && self.refuses_whatever_the_pace(current, heavy, max_pause)
+        {
             return;
         }
         if self.close_stage(current, now, max_pause) != Stage::Open {
@@ -959,10 +964,16 @@ impl HostState {
         // A held stage that accepted less than √2 times the share of the stage before it shows
         // that a slower rate did not help: the refusals come at any pace. Its share counts
         // whatever it is (a host that fails one request in two accepted a third of a dozen
-        // answers), unless a 429 said the client sent too many.
+        // answers), unless a 429 said the client sent too many. Nor is a share refused
+        // clearly above the one the host was already seen to refuse at any pace: the cuts
+        // undone let the pace past a limit, whose share grows with it (a token bucket of 20
+        // answering bare 503s, read so three times over, ran unpaced into 95 refusals in 100).
         if self.last_stage_share > 0 && !self.stage_limited {
             let share = u32::from(u16::MAX) * accepted / (accepted + refused);
-            if share * 10 < u32::from(self.last_stage_share) * 14 {
+            let refusing = u32::from(u16::MAX) - share;
+            if share * 10 < u32::from(self.last_stage_share) * 14
+                && (self.blind_share == 0 || refusing * 4 <= u32::from(self.blind_share) * 5)
+            {
                 self.refuses_at_any_pace(
                     u16::try_from(u32::from(u16::MAX) - share).unwrap_or(u16::MAX),
                     u64::from(self.last_stage_backoff) * 1_000,

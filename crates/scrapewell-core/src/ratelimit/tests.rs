@@ -1461,3 +1461,53 @@ async fn a_token_bucket_answering_bare_503s_is_not_read_as_refusals_at_any_pace(
         }
     }
 }
+
+/// Sends 1,000 requests, `concurrency` at a time, to a token bucket of 20 at 10/s refusing
+/// with `refusal`, each answer taking 2 ms; how many of the last 500 were refused.
+async fn refused_late_by_a_bucket_of_20(refusal: u16, concurrency: usize) -> u32 {
+    let refused = Arc::new(Mutex::new(0));
+    let bucket = token_bucket_server(refusal, Duration::from_millis(100), 20.0, refused.clone());
+    let service = RateLimitLayer::new(table())
+        .jitter(0.0)
+        .layer(answering_in(bucket, Duration::from_millis(2)));
+    let mut early = 0;
+    for half in 0..2 {
+        stream::iter(0..500)
+            .map(|_| service.clone().oneshot(get("http://a.test/")))
+            .buffer_unordered(concurrency)
+            .for_each(|_| async {})
+            .await;
+        if half == 0 {
+            early = *refused.lock().unwrap();
+        }
+    }
+    let late = *refused.lock().unwrap() - early;
+    println!(
+        "bucket of 20 answering {refusal}s, {concurrency} at a time: {early} refused in the first 500, {late} in the last"
+    );
+    late
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_token_bucket_answering_429s_is_not_read_as_refusals_at_any_pace() {
+    // While its burst lasted the bucket refused little, and the series of gentle cuts read
+    // that as a host refusing at any pace: from then on it refused two requests in five.
+    for concurrency in [1, 8] {
+        let late = refused_late_by_a_bucket_of_20(429, concurrency).await;
+        assert!(
+            late <= 25,
+            "{late} of the last 500 refused, {concurrency} at a time"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_host_refusing_more_than_it_was_seen_to_at_any_pace_is_not_let_run_unpaced() {
+    // A bucket of 20 answering bare 503s is read as refusing at any pace, a share that grew
+    // each time the cuts were undone, until the client ran unpaced and was refused 95 times in
+    // 100. A share clearly above the one already seen is a limit's, which the pace went past.
+    // Such a bucket is still refused about half the time: its bursts make a limit look like
+    // refusals at any pace.
+    let late = refused_late_by_a_bucket_of_20(503, 8).await;
+    assert!(late <= 300, "{late} of the last 500 refused");
+}
