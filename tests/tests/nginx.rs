@@ -1,5 +1,6 @@
 //! Against a real nginx with `limit_req rate=10r/s`, refusing with `limit_req_status 429` or
-//! with nginx's default, a bare 503, asserted from nginx's own access log. nginx is installed from Debian's packages when it is missing.
+//! with nginx's default, a bare 503, asserted from nginx's own access log. nginx is installed
+//! from Debian's packages when it is missing.
 
 mod common;
 

@@ -922,10 +922,10 @@ impl HostState {
     /// Follows the stages of a pace that refusals slow, at a refusal (or at the answer that
     /// completes a held stage) when the pace in force is `current`, at `now`. Below a limit,
     /// the share of the answers accepted grows as the pace slows (twice the share at half the
-    /// rate), until the refusals are light. A host that refuses a
-    /// third or more whatever the pace (a backend failing one request in two with a 503)
-    /// accepts the same share at every pace, and each cut to just below the rate it delivered
-    /// lowers that rate in turn, towards `max_pause`.
+    /// rate), until the refusals are light. A host that refuses a third or more whatever the
+    /// pace (a backend failing one request in two with a 503) accepts the same share at every
+    /// pace, and each cut to just below the rate it delivered lowers that rate in turn, towards
+    /// `max_pause`.
     ///
     /// So a stage gathers [`STAGE_ANSWERS`] answers and lasts until the pace is half what it
     /// was when the stage began. One refused a third or more, with [`STAGE_ACCEPTED`] accepted
@@ -975,7 +975,7 @@ impl HostState {
                 && (self.blind_share == 0 || refusing * 4 <= u32::from(self.blind_share) * 5)
             {
                 self.refuses_at_any_pace(
-                    u16::try_from(u32::from(u16::MAX) - share).unwrap_or(u16::MAX),
+                    u16::try_from(refusing).unwrap_or(u16::MAX),
                     u64::from(self.last_stage_backoff) * 1_000,
                 );
                 self.stage_pace = 0;
@@ -1012,8 +1012,9 @@ impl HostState {
         // does at any pace: eight at a time against a strict limit answering bare 503s
         // (nginx's default), the cuts were undone to an unpaced client, refused some 200 times
         // in 300. At half that rate a limit refuses none, or accepts twice the share if the
-        // stage ended far above it (at two thirds, a token bucket of five was refused a quarter, as much as
-        // before, and read so). The slots given before are taken back, as a cut does.
+        // stage ended far above it (at two thirds, a token bucket of five was refused a
+        // quarter, as much as before, and read so). The slots given before are taken back, as
+        // a cut does.
         self.backoff = current.saturating_mul(2).min(max_pause).max(self.backoff);
         self.last_admit = self.last_admit.min(now);
         self.last_cut = now;

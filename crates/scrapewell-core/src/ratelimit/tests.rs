@@ -101,6 +101,18 @@ where
     }
 }
 
+/// Sends `n` requests to `http://a.test/`, `concurrency` at a time, whatever their answers.
+async fn send_concurrently<S>(service: &S, n: usize, concurrency: usize)
+where
+    S: tower::Service<Request<Bytes>> + Clone,
+{
+    stream::iter(0..n)
+        .map(|_| service.clone().oneshot(get("http://a.test/")))
+        .buffer_unordered(concurrency)
+        .for_each(|_| async {})
+        .await;
+}
+
 fn arrivals(log: &Log, host: &str) -> Vec<Instant> {
     log.lock()
         .unwrap()
@@ -623,11 +635,7 @@ async fn rate_of(server: impl TestServer, n: usize) -> f64 {
         .jitter(0.0)
         .layer(answering_in(server, Duration::from_millis(1)));
     let started = Instant::now();
-    stream::iter(0..n)
-        .map(|_| service.clone().oneshot(get("http://a.test/")))
-        .buffer_unordered(16)
-        .for_each(|_| async {})
-        .await;
+    send_concurrently(&service, n, 16).await;
     n as f64 / started.elapsed().as_secs_f64()
 }
 
@@ -727,11 +735,7 @@ async fn hundred_at_200_per_second(
         .jitter(0.0)
         .layer(inner);
     let started = Instant::now();
-    stream::iter(0..100)
-        .map(|_| service.clone().oneshot(get("http://a.test/")))
-        .buffer_unordered(concurrency)
-        .for_each(|_| async {})
-        .await;
+    send_concurrently(&service, 100, concurrency).await;
     started.elapsed()
 }
 
@@ -1416,11 +1420,7 @@ async fn a_strict_limit_eight_at_a_time_is_not_read_as_refusals_at_any_pace() {
             let service = RateLimitLayer::new(table())
                 .jitter(0.0)
                 .layer(answering_in(strict, Duration::from_millis(latency)));
-            stream::iter(0..300)
-                .map(|_| service.clone().oneshot(get("http://a.test/")))
-                .buffer_unordered(8)
-                .for_each(|_| async {})
-                .await;
+            send_concurrently(&service, 300, 8).await;
             let refused = *refused.lock().unwrap();
             println!(
                 "300 sent 8 at a time, {refusal}s, answers in {latency} ms: {refused} refused"
@@ -1447,11 +1447,7 @@ async fn a_token_bucket_answering_bare_503s_is_not_read_as_refusals_at_any_pace(
             let service = RateLimitLayer::new(table())
                 .jitter(0.0)
                 .layer(answering_in(bucket, Duration::from_millis(2)));
-            stream::iter(0..300)
-                .map(|_| service.clone().oneshot(get("http://a.test/")))
-                .buffer_unordered(concurrency)
-                .for_each(|_| async {})
-                .await;
+            send_concurrently(&service, 300, concurrency).await;
             let refused = *refused.lock().unwrap();
             println!("300 sent {concurrency} at a time, bucket of {burst}: {refused} refused");
             assert!(
@@ -1470,20 +1466,13 @@ async fn refused_late_by_a_bucket_of_20(refusal: u16, concurrency: usize) -> u32
     let service = RateLimitLayer::new(table())
         .jitter(0.0)
         .layer(answering_in(bucket, Duration::from_millis(2)));
-    let mut early = 0;
-    for half in 0..2 {
-        stream::iter(0..500)
-            .map(|_| service.clone().oneshot(get("http://a.test/")))
-            .buffer_unordered(concurrency)
-            .for_each(|_| async {})
-            .await;
-        if half == 0 {
-            early = *refused.lock().unwrap();
-        }
-    }
+    send_concurrently(&service, 500, concurrency).await;
+    let early = *refused.lock().unwrap();
+    send_concurrently(&service, 500, concurrency).await;
     let late = *refused.lock().unwrap() - early;
     println!(
-        "bucket of 20 answering {refusal}s, {concurrency} at a time: {early} refused in the first 500, {late} in the last"
+        "bucket of 20 answering {refusal}s, {concurrency} at a time: {early} refused in the \
+         first 500, {late} in the last"
     );
     late
 }
