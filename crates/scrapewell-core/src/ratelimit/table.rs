@@ -399,7 +399,12 @@ struct HostState {
     asked_until: u64,
     window_refused: u32,
     refusals: u32,
-    clean: u32,
+    /// Clean responses in a row, counted up to the clean stretch (see `recover`).
+    clean: u16,
+    /// The answers accepted and refused since the current series of gentle cuts began (see
+    /// `refuses_whatever_the_pace`), counted to 255.
+    series_accepted: u8,
+    series_refused: u8,
     /// The units the server's last answer said remain until `reset_by`.
     budget: u32,
     /// Retries waiting for a place in flight: the next places free are theirs.
@@ -900,6 +905,7 @@ impl HostState {
                 None => {
                     if self.series_from == 0 {
                         self.series_from = current;
+                        (self.series_accepted, self.series_refused) = (0, 1);
                         if self.blind_share == 0 {
                             // The share starts with the refusal that began the series.
                             self.share = SHARE_STEP;
@@ -966,8 +972,8 @@ impl HostState {
         // whatever it is (a host that fails one request in two accepted a third of a dozen
         // answers), unless a 429 said the client sent too many. Nor is a share refused
         // clearly above the one the host was already seen to refuse at any pace: the cuts
-        // undone let the pace past a limit, whose share grows with it (a token bucket of 20
-        // answering bare 503s, read so three times over, ran unpaced into 95 refusals in 100).
+        // undone let the pace past a limit, whose share grows with it (a backend failing one
+        // in three behind a token bucket, all bare 503s, read so over and over, ran unpaced).
         if self.last_stage_share > 0 && !self.stage_limited {
             let share = u32::from(u16::MAX) * accepted / (accepted + refused);
             let refusing = u32::from(u16::MAX) - share;
@@ -1031,13 +1037,21 @@ impl HostState {
     /// A rate limit that refuses less than a third of the requests at some rate accepts all
     /// of them at two thirds of it (a token bucket; a strict spacing refuses every other
     /// request or none). So a series of gentle cuts ends at half the rate it began at, and a
-    /// light refusal there shows that the host refuses whatever the pace. From then on, a
+    /// light refusal there shows that the host refuses whatever the pace: light in the window
+    /// (under a third refused), and in the series' own answers, at least as many accepted as
+    /// refused. (The window alone counts a token bucket's burst, accepted before the series
+    /// began: the refusals that followed it looked light, and a bucket of 50 answering bare
+    /// 503s was then sent requests unpaced, 488 refused in 500.) From then on, a
     /// refusal cuts only when the share refused lately clearly exceeds the share refused at
     /// that rate: a limit behind the failures still slows the client, a little later. What
     /// was learned holds until the host has answered ten times the responses it takes on
     /// average between two such refusals without one.
     fn refuses_whatever_the_pace(&mut self, current: u64, heavy: bool, max_pause: u64) -> bool {
-        if self.series_from > 0 && current >= self.series_from.saturating_mul(5) / 3 && !heavy {
+        if self.series_from > 0
+            && current >= self.series_from.saturating_mul(5) / 3
+            && !heavy
+            && self.series_accepted >= self.series_refused
+        {
             // Back to the pace the series began at, which the next clean stretch probes past.
             let began = self.series_from;
             self.refused_at = began;
@@ -1066,6 +1080,14 @@ impl HostState {
             return;
         }
         self.share = self.share - self.share / 16 + if refused { SHARE_STEP } else { 0 };
+        if self.series_from > 0 {
+            let answers = if refused {
+                &mut self.series_refused
+            } else {
+                &mut self.series_accepted
+            };
+            *answers = answers.saturating_add(1);
+        }
         if refused {
             self.since_refusal = 0;
         } else if self.blind_share > 0 {
@@ -1179,7 +1201,7 @@ impl HostState {
         if self.backoff == 0 || self.last_stage_share > 0 {
             return;
         }
-        self.clean += 1;
+        self.clean = self.clean.saturating_add(1);
         let rate = 1e9 / self.backoff as f64;
         let refused_rate = 1e9 / self.refused_at.max(1) as f64;
         let plateau = 0.98 * refused_rate;
@@ -1189,7 +1211,7 @@ impl HostState {
         // that allows three requests a second would be probed every other request.
         let long_enough =
             rate < plateau && self.clean >= 2 && now.saturating_sub(self.last_step) >= WINDOW / 2;
-        if self.clean < settings.clean_stretch && !long_enough {
+        if u32::from(self.clean) < settings.clean_stretch.min(u16::MAX.into()) && !long_enough {
             return;
         }
         self.clean = 0;
