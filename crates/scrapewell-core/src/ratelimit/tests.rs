@@ -1515,3 +1515,63 @@ async fn a_host_refusing_more_than_it_was_seen_to_at_any_pace_is_not_let_run_unp
     println!("3000 sent 8 at a time, 1 in 3 failing: {refused} refused by the limit of 100/s");
     assert!(refused <= 600, "{refused} of 3000 refused by the limit");
 }
+
+/// A server that takes at most `limit` requests at a time, each for `work`, and refuses one
+/// more with `refusal` at once (nginx's `limit_conn`); counts both.
+fn in_flight_limited_server(
+    limit: u32,
+    work: Duration,
+    refusal: u16,
+    accepted: Arc<Mutex<u32>>,
+    refused: Arc<Mutex<u32>>,
+) -> impl TestServer {
+    let in_flight = Arc::new(Mutex::new(0u32));
+    tower::service_fn(move |_: Request<Bytes>| {
+        let (in_flight, accepted, refused) = (in_flight.clone(), accepted.clone(), refused.clone());
+        async move {
+            {
+                let mut in_flight = in_flight.lock().unwrap();
+                if *in_flight >= limit {
+                    *refused.lock().unwrap() += 1;
+                    return Ok::<_, BoxError>(status(refusal, &[]));
+                }
+                *in_flight += 1;
+            }
+            tokio::time::sleep(work).await;
+            *in_flight.lock().unwrap() -= 1;
+            *accepted.lock().unwrap() += 1;
+            Ok(status(200, &[]))
+        }
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_limit_on_requests_in_flight_is_followed_with_429s_or_bare_503s() {
+    // Refusals come from sending more at once, not faster; slowing the pace is what spaces the
+    // requests out enough. Two at a time, 50 ms each, allow 40 a second.
+    for refusal in [429, 503] {
+        let (accepted, refused) = (Arc::new(Mutex::new(0)), Arc::new(Mutex::new(0)));
+        let server = in_flight_limited_server(
+            2,
+            Duration::from_millis(50),
+            refusal,
+            accepted.clone(),
+            refused.clone(),
+        );
+        let service = RateLimitLayer::new(Arc::new(HostTable::new(TableSettings::default())))
+            .jitter(0.0)
+            .layer(answering_in(server, Duration::from_millis(1)));
+        send_concurrently(&service, 500, 8).await;
+        let (early, started) = (*refused.lock().unwrap(), *accepted.lock().unwrap());
+        let from = Instant::now();
+        send_concurrently(&service, 500, 8).await;
+        let late = *refused.lock().unwrap() - early;
+        let rate = f64::from(*accepted.lock().unwrap() - started) / from.elapsed().as_secs_f64();
+        println!(
+            "two in flight at most, refusing with {refusal}: {early} refused in the first 500, \
+             {late} in the last, {rate:.1}/s accepted of 39.2/s"
+        );
+        assert!(late <= 25, "{late} of the last 500 refused with {refusal}");
+        assert!(rate >= 0.85 * 39.2, "{rate:.1}/s accepted with {refusal}");
+    }
+}
