@@ -11,7 +11,10 @@
 //!   before the server has to refuse;
 //! - refusals without any header cut the pace (once per round trip; requests waiting for slots
 //!   in the old pace take new ones) and clean stretches let it creep back up, never above the
-//!   configured quota (AIMD).
+//!   configured quota (AIMD);
+//! - a host that refuses everything whatever the pace (down for a while, a window's budget
+//!   spent) is tried ever less often, and gets back the rate it delivered before as soon as it
+//!   accepts a request again.
 //!
 //! A host starts with one request in flight and gets one more place for each accepted response,
 //! up to the bound (slow start), so that a burst does not meet a host whose limit is unknown.
@@ -378,14 +381,14 @@ async fn wait_for_turn(
                 turn.departure.paced_at = slot - nanos(wait);
                 if !wait.is_zero() {
                     waited.pace = true;
-                    shared.sleep(wait).await;
+                    shared.sleep_for_slot(&key, wait).await;
                 }
                 loop {
                     match table.leave(&key, turn.quota_interval, &mut turn.departure) {
                         Ok(()) => return Ok(turn),
                         Err(Hold::Paced(wait)) => {
                             waited.pace = true;
-                            shared.sleep(wait).await;
+                            shared.sleep_for_slot(&key, wait).await;
                         }
                         Err(Hold::Paused(pause)) => {
                             waited.pause = Some(pause.status);
@@ -405,9 +408,9 @@ async fn wait_for_turn(
                 tokio::time::sleep(wait).await;
             }
             // A completion between the look and this wait leaves a permit: it is not missed.
-            Admission::Busy(released, line) => {
+            Admission::Busy(waiters, line) => {
                 waited.in_flight = true;
-                released.wait(line).await;
+                waiters.wait(line).await;
             }
         }
         admission = table.admit(
@@ -490,6 +493,18 @@ impl Shared {
                 self.sleep(pause.wait).await;
                 Ok(())
             }
+        }
+    }
+
+    /// Sleeps until a slot `wait` from now at the host of `key` (plus the jitter), or until the
+    /// host's pace quickens first: the request then looks again, and takes a slot in the new
+    /// pace.
+    async fn sleep_for_slot(&self, key: &HostKey, wait: Duration) {
+        let waiters = self.table.waiters(key);
+        let quickened = waiters.pace_quickened();
+        tokio::select! {
+            () = self.sleep(wait) => {}
+            () = quickened => {}
         }
     }
 

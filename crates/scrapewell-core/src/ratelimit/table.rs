@@ -242,7 +242,7 @@ pub(crate) enum Admission {
     Quota(Duration),
     /// The host has its most requests in flight (or the free places are kept for retries):
     /// the request waits in `Line` to be notified when a place frees.
-    Busy(Arc<Released>, Line),
+    Busy(Arc<Waiters>, Line),
 }
 
 /// Which waiters a request is in line with at a busy host.
@@ -254,14 +254,16 @@ pub(crate) enum Line {
     First,
 }
 
-/// The two lines of requests waiting for a place in flight at a host.
+/// The requests waiting at a host: for a place in flight, in two lines, and for their slot in
+/// the pace.
 #[derive(Debug, Default)]
-pub(crate) struct Released {
+pub(crate) struct Waiters {
     retries: Notify,
     first: Notify,
+    paced: Notify,
 }
 
-impl Released {
+impl Waiters {
     /// Waits for a place in `line` to be passed on (or for the permit one left).
     pub(crate) async fn wait(&self, line: Line) {
         match line {
@@ -278,6 +280,13 @@ impl Released {
         } else {
             self.first.notify_one();
         }
+    }
+
+    /// Resolves when the host's pace quickens (see `HostState::resume`): a request sleeping
+    /// for a slot given under the slower pace then looks again. Made before the sleep, so that
+    /// a quickening during it is not missed.
+    pub(crate) fn pace_quickened(&self) -> tokio::sync::futures::Notified<'_> {
+        self.paced.notified()
     }
 }
 
@@ -375,8 +384,9 @@ struct HostState {
     window_start: u64,
     window_accepted: u32,
     in_flight: u32,
-    /// Notified when a place in flight frees; made when a request first has to wait for one.
-    released: Option<Arc<Released>>,
+    /// Notified when a place in flight frees or the pace quickens; made when a request first
+    /// has to wait.
+    waiters: Option<Arc<Waiters>>,
     // The rest is read only when the server limits or refuses.
     /// The spacing asked for by the remaining budget, until `hint_until`.
     hint: u64,
@@ -397,7 +407,10 @@ struct HostState {
     /// The end of the longest pause the server asked for, of which `paused_until` is the part
     /// held to `max_pause`.
     asked_until: u64,
-    window_refused: u32,
+    window_refused: u16,
+    /// Cuts of the pace since the host last accepted a request (see `resume`), counted to
+    /// 65,535.
+    cuts_in_a_row: u16,
     refusals: u32,
     /// Clean responses in a row, counted up to the clean stretch (see `recover`).
     clean: u16,
@@ -532,16 +545,16 @@ impl HostTable {
                 state.retries_waiting
             };
             if state.in_flight.saturating_add(reserved) >= state.window(settings) {
-                let released = Arc::clone(state.released.get_or_insert_with(Arc::default));
+                let waiters = Arc::clone(state.waiters.get_or_insert_with(Arc::default));
                 return match retry {
                     Some(waiting) => {
                         if !*waiting {
                             *waiting = true;
                             state.retries_waiting += 1;
                         }
-                        Admission::Busy(released, Line::Retries)
+                        Admission::Busy(waiters, Line::Retries)
                     }
-                    None => Admission::Busy(released, Line::First),
+                    None => Admission::Busy(waiters, Line::First),
                 };
             }
             // Each admission takes the slot one interval after the last one, so the pace holds
@@ -594,6 +607,14 @@ impl HostTable {
             state.retries_waiting = state.retries_waiting.saturating_sub(1);
             state.pass_on_room(settings);
         });
+    }
+
+    /// The host's waiters, made if it has none yet: a request sleeping for its slot listens to
+    /// them for the pace quickening.
+    pub(crate) fn waiters(&self, key: &HostKey) -> Arc<Waiters> {
+        self.with_host(key, self.now(), |state, _| {
+            Arc::clone(state.waiters.get_or_insert_with(Arc::default))
+        })
     }
 
     /// The pause the host's server asked for, while it holds.
@@ -673,13 +694,13 @@ impl HostTable {
             if opens {
                 state.opened = state.opened.saturating_add(1);
             }
-            if let Some(released) = &state.released {
+            if let Some(waiters) = &state.waiters {
                 // A place is free (two, when the window opened): one waiter takes each, a
                 // retry's first (or, if none is waiting yet, the next one to look finds the
                 // permit).
                 let places = 1 + u32::from(opens);
                 for place in 0..places {
-                    released.pass_on(place < state.retries_waiting);
+                    waiters.pass_on(place < state.retries_waiting);
                 }
             }
             if let Some(response) = response {
@@ -750,15 +771,15 @@ impl HostState {
     /// retries. For where room may have gone unannounced; one announcement too many only has a
     /// waiter look again.
     fn pass_on_room(&self, settings: &TableSettings) {
-        let Some(released) = &self.released else {
+        let Some(waiters) = &self.waiters else {
             return;
         };
         let free = self.window(settings).saturating_sub(self.in_flight);
         if free > 0 && self.retries_waiting > 0 {
-            released.pass_on(true);
+            waiters.pass_on(true);
         }
         if free > self.retries_waiting {
-            released.pass_on(false);
+            waiters.pass_on(false);
         }
     }
 
@@ -835,6 +856,10 @@ impl HostState {
             *answers = answers.saturating_add(1);
         }
         if !is_refusal(status) {
+            // (`backoff` first: cuts leave one, and a host never refused is not read further.)
+            if self.backoff > 0 && self.cuts_in_a_row > 0 {
+                self.resume(now, quota_interval, max_pause);
+            }
             self.count_accepted(now);
             self.note_share(false);
             // A held stage below a limit may see no refusal at all: its answers close it.
@@ -851,7 +876,7 @@ impl HostState {
             return;
         }
         self.refusals += 1;
-        self.window_refused += 1;
+        self.window_refused = self.window_refused.saturating_add(1);
         if let Some(delay) = headers
             .get(http::header::RETRY_AFTER)
             .and_then(|v| crate::retry::parse_retry_after(v, std::time::SystemTime::now()).ok())
@@ -862,7 +887,8 @@ impl HostState {
         // Refused for a third of this window, more than once (a client starting at 10× the
         // host's limit; one refusal early in a window, as a climb passes the limit, is no such
         // measure).
-        let heavy = self.window_refused >= 2 && self.window_refused * 2 >= self.window_accepted;
+        let window_refused = u32::from(self.window_refused);
+        let heavy = window_refused >= 2 && window_refused * 2 >= self.window_accepted;
         let current = self.pace_in_force(now, quota_interval);
         // A 429 says the client sent too many: it always slows the pace, and never shows that
         // the host refuses at any pace (a token bucket of 20 at 10/s, refusing little while its
@@ -890,9 +916,13 @@ impl HostState {
             // sign.) Near the limit, cut the rate by `decrease`, in a series that stops at half
             // the rate it began at (see `refuses_whatever_the_pace`).
             let gentle = (current as f64 / settings.decrease) as u64;
-            let refused_half = self.window_refused >= self.window_accepted
-                && self.window_refused + self.window_accepted >= 2;
+            let refused_half = window_refused >= self.window_accepted
+                && window_refused + self.window_accepted >= 2;
             let backoff = match self.delivered_every(now) {
+                // Refusing everything (see `resume`): no pace helps until the host answers
+                // again, when the pace it had comes back, so meanwhile it is tried half as
+                // often with each refusal.
+                _ if self.refuses_everything(current) => Some(current.saturating_mul(2)),
                 Some(delivered) if heavy => Some(gentle.max(delivered * 11 / 10)),
                 None if refused_half => Some(current.saturating_mul(4)),
                 _ => None,
@@ -916,6 +946,7 @@ impl HostState {
             };
             // A host that refuses everything is still tried now and then, not parked for ever.
             self.backoff = backoff.min(max_pause);
+            self.cuts_in_a_row = self.cuts_in_a_row.saturating_add(1);
             // The slots given under the old pace are taken back (see `leave`): the next one is
             // a new interval from now.
             self.last_admit = self.last_admit.min(now);
@@ -1060,6 +1091,56 @@ impl HostState {
         }
         self.blind_share > 0
             && u32::from(self.share) <= u32::from(self.blind_share) * 3 / 2 + SHARE_MARGIN
+    }
+
+    /// At the first answer a host accepts after [`CUTS_IN_A_ROW`] cuts or more: if it went on
+    /// refusing once the pace was below half the rate it delivered before (the spacing of the
+    /// answers it accepted over its last whole window), the refusals came whatever the pace: a
+    /// host down for a while answering bare 503s, a fixed window whose budget was spent, a ban.
+    /// No pace would have helped, and none is needed now: the pace goes back to a tenth below
+    /// that rate, the climb's plateau to the rate itself, and the requests sleeping for slots
+    /// given under the slower pace are woken to take new ones. Left as it was, the pace of the
+    /// outage's last refusal held the host: 30 s of bare 503s, then one request in 30 s for a
+    /// minute and more, each clean stretch probing past that pace by a few percent of it.
+    fn resume(&mut self, now: u64, quota_interval: u64, max_pause: u64) {
+        let refused_everything = self.refuses_everything(self.refused_at);
+        self.cuts_in_a_row = 0;
+        if !refused_everything {
+            return;
+        }
+        let delivered = self.delivered_every;
+        let interval = delivered.saturating_mul(11) / 10;
+        self.backoff = if interval <= quota_interval || interval < 1_000_000 {
+            0
+        } else {
+            interval.min(max_pause)
+        };
+        self.refused_at = delivered;
+        self.series_from = 0;
+        self.stage_pace = 0;
+        self.last_stage_share = 0;
+        self.probes = 0;
+        self.clean = 0;
+        // The gaps of the outage are not the client's pace, nor its accepted answers a rate:
+        // a new window starts with this answer.
+        self.sent_every = 0;
+        self.window_start = 0;
+        // Slots given under the slower pace are taken back (see `leave`).
+        self.last_admit = self.last_admit.min(now);
+        self.last_cut = now;
+        self.last_step = now;
+        if let Some(waiters) = &self.waiters {
+            waiters.paced.notify_waiters();
+        }
+    }
+
+    /// Whether the host refuses everything, whatever the pace: cut [`CUTS_IN_A_ROW`] times in a
+    /// row or more, it refused at a pace of `pace`, below half the rate it delivered before (see
+    /// `resume`).
+    fn refuses_everything(&self, pace: u64) -> bool {
+        u32::from(self.cuts_in_a_row) >= CUTS_IN_A_ROW
+            && self.delivered_every > 0
+            && pace >= self.delivered_every.saturating_mul(2)
     }
 
     /// What a host that refuses `refused` (of `u16::MAX`) whatever the pace has shown: the
@@ -1348,6 +1429,10 @@ enum Stage {
 /// accepts little, as far above a limit.
 const STAGE_ANSWERS: u32 = 12;
 const STAGE_ACCEPTED: u32 = 6;
+/// Cuts in a row, with no answer accepted between them, after which a host that still refuses
+/// below half the rate it delivered is taken to refuse everything, whatever the pace (see
+/// `HostState::resume`).
+const CUTS_IN_A_ROW: u32 = 4;
 
 /// What one refusal adds to [`HostState::share`]'s moving average.
 const SHARE_STEP: u16 = u16::MAX / 16;

@@ -500,16 +500,21 @@ fn token_bucket_server(
         let mut bucket = bucket.lock().unwrap();
         let (tokens, filled_at) = *bucket;
         let tokens = (tokens + (now - filled_at).as_secs_f64() / interval.as_secs_f64()).min(burst);
-        let response = if tokens >= 1.0 {
-            *bucket = (tokens - 1.0, now);
-            status(200, &[])
-        } else {
-            *bucket = (tokens, now);
-            *refused.lock().unwrap() += 1;
-            status(refusal, &[])
-        };
+        let accepted = tokens >= 1.0;
+        *bucket = (if accepted { tokens - 1.0 } else { tokens }, now);
+        let response = accept_or_refuse(accepted, refusal, &refused);
         async move { Ok::<_, BoxError>(response) }
     })
+}
+
+/// A 200, or else `refusal`, counted in `refused`.
+fn accept_or_refuse(accepted: bool, refusal: u16, refused: &Mutex<u32>) -> Response<Bytes> {
+    if accepted {
+        status(200, &[])
+    } else {
+        *refused.lock().unwrap() += 1;
+        status(refusal, &[])
+    }
 }
 
 #[tokio::test(start_paused = true)]
@@ -1463,18 +1468,46 @@ async fn a_token_bucket_answering_bare_503s_is_not_read_as_refusals_at_any_pace(
 async fn refused_late_by_a_bucket(refusal: u16, burst: f64, concurrency: usize) -> u32 {
     let refused = Arc::new(Mutex::new(0));
     let bucket = token_bucket_server(refusal, Duration::from_millis(100), burst, refused.clone());
-    let service = RateLimitLayer::new(table())
-        .jitter(0.0)
-        .layer(answering_in(bucket, Duration::from_millis(2)));
-    send_concurrently(&service, 500, concurrency).await;
-    let early = *refused.lock().unwrap();
-    send_concurrently(&service, 500, concurrency).await;
-    let late = *refused.lock().unwrap() - early;
+    let run = twice(bucket, table(), &refused, 500, concurrency).await;
     println!(
-        "bucket of {burst} answering {refusal}s, {concurrency} at a time: {early} refused in \
-         the first 500, {late} in the last"
+        "bucket of {burst} answering {refusal}s, {concurrency} at a time: {} refused in the \
+         first 500, {} in the last",
+        run.early, run.late
     );
-    late
+    run.late
+}
+
+/// What two runs of the same number of requests met at a server (see [`twice`]).
+struct TwoRuns {
+    /// Refusals in the first run: what learning the host cost.
+    early: u32,
+    /// Refusals in the second: the pace kept.
+    late: u32,
+    /// The requests the second run had accepted, a second.
+    rate: f64,
+}
+
+/// Sends `n` requests, `concurrency` at a time, through a rate limiter over `table` told
+/// nothing to `server` (whose answers take 2 ms on their way back, and whose refusals
+/// `refused` counts), then `n` more.
+async fn twice(
+    server: impl TestServer,
+    table: Arc<HostTable>,
+    refused: &Arc<Mutex<u32>>,
+    n: u32,
+    concurrency: usize,
+) -> TwoRuns {
+    let service = RateLimitLayer::new(table)
+        .jitter(0.0)
+        .layer(answering_in(server, Duration::from_millis(2)));
+    let count = usize::try_from(n).unwrap();
+    send_concurrently(&service, count, concurrency).await;
+    let early = *refused.lock().unwrap();
+    let from = Instant::now();
+    send_concurrently(&service, count, concurrency).await;
+    let late = *refused.lock().unwrap() - early;
+    let rate = f64::from(n - late) / from.elapsed().as_secs_f64();
+    TwoRuns { early, late, rate }
 }
 
 #[tokio::test(start_paused = true)]
@@ -1517,17 +1550,16 @@ async fn a_host_refusing_more_than_it_was_seen_to_at_any_pace_is_not_let_run_unp
 }
 
 /// A server that takes at most `limit` requests at a time, each for `work`, and refuses one
-/// more with `refusal` at once (nginx's `limit_conn`); counts both.
+/// more with `refusal` at once (nginx's `limit_conn`); counts the refusals.
 fn in_flight_limited_server(
     limit: u32,
     work: Duration,
     refusal: u16,
-    accepted: Arc<Mutex<u32>>,
     refused: Arc<Mutex<u32>>,
 ) -> impl TestServer {
     let in_flight = Arc::new(Mutex::new(0u32));
     tower::service_fn(move |_: Request<Bytes>| {
-        let (in_flight, accepted, refused) = (in_flight.clone(), accepted.clone(), refused.clone());
+        let (in_flight, refused) = (in_flight.clone(), refused.clone());
         async move {
             {
                 let mut in_flight = in_flight.lock().unwrap();
@@ -1539,7 +1571,6 @@ fn in_flight_limited_server(
             }
             tokio::time::sleep(work).await;
             *in_flight.lock().unwrap() -= 1;
-            *accepted.lock().unwrap() += 1;
             Ok(status(200, &[]))
         }
     })
@@ -1548,30 +1579,130 @@ fn in_flight_limited_server(
 #[tokio::test(start_paused = true)]
 async fn a_limit_on_requests_in_flight_is_followed_with_429s_or_bare_503s() {
     // Refusals come from sending more at once, not faster; slowing the pace is what spaces the
-    // requests out enough. Two at a time, 50 ms each, allow 40 a second.
+    // requests out enough. Two at a time, 50 ms each and 2 ms on the way back, allow 38.5 a
+    // second. Eight at a time, the client's default bound.
     for refusal in [429, 503] {
-        let (accepted, refused) = (Arc::new(Mutex::new(0)), Arc::new(Mutex::new(0)));
-        let server = in_flight_limited_server(
-            2,
-            Duration::from_millis(50),
-            refusal,
-            accepted.clone(),
-            refused.clone(),
-        );
-        let service = RateLimitLayer::new(Arc::new(HostTable::new(TableSettings::default())))
-            .jitter(0.0)
-            .layer(answering_in(server, Duration::from_millis(1)));
-        send_concurrently(&service, 500, 8).await;
-        let (early, started) = (*refused.lock().unwrap(), *accepted.lock().unwrap());
-        let from = Instant::now();
-        send_concurrently(&service, 500, 8).await;
-        let late = *refused.lock().unwrap() - early;
-        let rate = f64::from(*accepted.lock().unwrap() - started) / from.elapsed().as_secs_f64();
+        let refused = Arc::new(Mutex::new(0));
+        let server =
+            in_flight_limited_server(2, Duration::from_millis(50), refusal, refused.clone());
+        let table = Arc::new(HostTable::new(TableSettings::default()));
+        let TwoRuns { early, late, rate } = twice(server, table, &refused, 500, 8).await;
         println!(
             "two in flight at most, refusing with {refusal}: {early} refused in the first 500, \
-             {late} in the last, {rate:.1}/s accepted of 39.2/s"
+             {late} in the last, {rate:.1}/s accepted of 38.5/s"
         );
         assert!(late <= 25, "{late} of the last 500 refused with {refusal}");
-        assert!(rate >= 0.85 * 39.2, "{rate:.1}/s accepted with {refusal}");
+        assert!(rate >= 0.85 * 38.5, "{rate:.1}/s accepted with {refusal}");
+    }
+}
+
+/// Sends requests `concurrency` at a time, until `until`.
+async fn send_concurrently_until<S>(service: &S, concurrency: usize, until: Instant)
+where
+    S: tower::Service<Request<Bytes>> + Clone,
+{
+    stream::iter(0..)
+        .take_while(|_| std::future::ready(Instant::now() < until))
+        .map(|_| service.clone().oneshot(get("http://a.test/")))
+        .buffer_unordered(concurrency)
+        .for_each(|_| async {})
+        .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_host_down_for_a_while_gets_its_pace_back_when_it_answers_again() {
+    // Up for 5 s, then down for 30 s answering bare 503s, then up again. The pace of the
+    // outage's last refusal used to hold the host: one request in 30 s for a minute and more.
+    for concurrency in [1, 8] {
+        let started = Instant::now();
+        let (down_from, up_from) = (Duration::from_secs(5), Duration::from_secs(35));
+        let arrivals = Arc::new(Mutex::new(Vec::new()));
+        let log = arrivals.clone();
+        let server = tower::service_fn(move |_: Request<Bytes>| {
+            let at = started.elapsed();
+            log.lock().unwrap().push(at);
+            let code = if at >= down_from && at < up_from {
+                503
+            } else {
+                200
+            };
+            async move { Ok::<_, BoxError>(status(code, &[])) }
+        });
+        let service = RateLimitLayer::new(Arc::new(HostTable::new(TableSettings::default())))
+            .jitter(0.0)
+            .layer(answering_in(server, Duration::from_millis(2)));
+        send_concurrently_until(
+            &service,
+            concurrency,
+            started + up_from + Duration::from_secs(15),
+        )
+        .await;
+        let arrivals = arrivals.lock().unwrap();
+        let between = |from: Duration, to: Duration| {
+            arrivals
+                .iter()
+                .filter(|at| **at >= from && **at < to)
+                .count()
+        };
+        let before = between(Duration::ZERO, down_from);
+        let while_down = between(down_from, up_from);
+        let back = between(
+            up_from + Duration::from_secs(10),
+            up_from + Duration::from_secs(15),
+        );
+        println!(
+            "{concurrency} at a time: {before} requests in the 5 s before, {while_down} in the 30 s \
+             down, {back} in 5 s from 10 s after it came back"
+        );
+        assert!(while_down <= 60, "{while_down} requests to a host down");
+        assert!(
+            back * 10 >= before * 9,
+            "{back} requests in 5 s once back, against {before} before"
+        );
+    }
+}
+
+/// A server that accepts `budget` requests in each window of `window` on its clock and refuses
+/// the rest with `refusal`, saying nothing of it; counts the refusals.
+fn silent_fixed_window_server(
+    budget: u32,
+    window: Duration,
+    refusal: u16,
+    refused: Arc<Mutex<u32>>,
+) -> impl TestServer {
+    let started = Instant::now();
+    let spent = Arc::new(Mutex::new((0u32, 0u32)));
+    tower::service_fn(move |_: Request<Bytes>| {
+        let current = u32::try_from(started.elapsed().as_nanos() / window.as_nanos()).unwrap();
+        let mut spent = spent.lock().unwrap();
+        if spent.0 != current {
+            *spent = (current, 0);
+        }
+        let accepted = spent.1 < budget;
+        spent.1 += u32::from(accepted);
+        let response = accept_or_refuse(accepted, refusal, &refused);
+        async move { Ok::<_, BoxError>(response) }
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fixed_window_that_says_nothing_is_spent_each_window() {
+    // 100 requests in each 10 s on the server's clock: once a window's budget is spent every
+    // request is refused until it ends, whatever the pace, and each of those refusals used to
+    // cut the pace for the windows after it: half the rate.
+    for refusal in [429, 503] {
+        for concurrency in [1, 8] {
+            let refused = Arc::new(Mutex::new(0));
+            let server =
+                silent_fixed_window_server(100, Duration::from_secs(10), refusal, refused.clone());
+            let TwoRuns { late, rate, .. } =
+                twice(server, table(), &refused, 600, concurrency).await;
+            println!(
+                "100 per 10 s refusing with {refusal}, {concurrency} at a time: {late} of the \
+                 last 600 refused, {rate:.2}/s accepted"
+            );
+            assert!(rate >= 9.0, "{rate:.2}/s accepted, against 10/s");
+            assert!(late <= 120, "{late} of the last 600 refused");
+        }
     }
 }
