@@ -297,3 +297,63 @@ async fn without_headers(concurrency: usize) -> Result<(), Shortfall> {
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_down_for_a_while_gets_the_clients_pace_back_once_it_answers() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    judge_pace("a host down for 5 s", down_for_a_while).await;
+}
+
+/// A client told 50/s, four at a time, against a host up for 2 s, down for 5 s answering bare
+/// 503s, then up again: how many requests reach the host in the second before it goes down,
+/// while it is down, and in a second from 4 s after it is back. The pace of the outage's last
+/// refusal used to hold the host: a request every second or two, for minutes.
+async fn down_for_a_while() -> Result<(), Shortfall> {
+    let server = MockServer::start_dedicated(LOOPBACK).expect("a mock server");
+    let client = fast_client().rate_limit(50.0).build().expect("a client");
+    let path = "/outage/down?after_ms=2000&for_ms=5000";
+    let url = server.url(path);
+    let started = std::time::Instant::now();
+    let until = Duration::from_secs(12);
+    let senders: Vec<_> = (0..4)
+        .map(|_| {
+            let (client, url) = (client.clone(), url.clone());
+            tokio::spawn(async move {
+                while started.elapsed() < until {
+                    // While the host is down, requests end in errors: what counts is when they
+                    // reach it.
+                    let _ = client.get(&url).send().await;
+                }
+            })
+        })
+        .collect();
+    for sender in senders {
+        sender.await.expect("a sender");
+    }
+    let arrivals = server.arrivals("/outage/down");
+    let first = *arrivals.first().expect("requests arrived");
+    let between = |from: u64, to: u64| {
+        let (from, to) = (Duration::from_millis(from), Duration::from_millis(to));
+        arrivals
+            .iter()
+            .filter(|at| (**at - first) >= from && (**at - first) < to)
+            .count()
+    };
+    let (before, down, back) = (
+        between(1000, 2000),
+        between(2000, 7000),
+        between(11000, 12000),
+    );
+    println!(
+        "a host down for 5 s: {before} requests in the second before, {down} while down, {back} \
+         in a second from 4 s after it came back"
+    );
+    // A shortfall here is a shortfall of pace, which a stall of the machine can cause.
+    if back * 2 < before {
+        return Err(format!("{back} requests a second once back, against {before} before").into());
+    }
+    if down > 100 {
+        return Err(format!("{down} requests to a host down for 5 s").into());
+    }
+    Ok(())
+}

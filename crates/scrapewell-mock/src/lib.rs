@@ -11,6 +11,7 @@
 //! | `GET /bytes/{n}?delay_ms=M` | `n` bytes of text (at most 256 MiB), M ms after the request (none when absent) |
 //! | `GET /page/{id}` | a small HTML page |
 //! | `ANY /flaky/{id}?fail=N&status=503&retry_after=V` | `status` (with `Retry-After: V`) N times, then 200 |
+//! | `ANY /outage/{id}?after_ms=A&for_ms=D&status=503&retry_after=V` | 200 for A ms from the first request, then `status` (a bare 503 unless given) for D ms, then 200 again |
 //! | `POST /orders?delay_ms=300&require_key=1` | idempotent create (see [`Stats`]) |
 //! | `ANY /conflict/{id}` | a permanent 409 with problem details |
 //! | `ANY /lock/{id}?times=N&retry_after=V` | 409 "Resource locked" with `Retry-After: V`, N times, then 200 |

@@ -31,6 +31,25 @@ const MAX_BYTES: usize = 256 << 20;
 const CHUNK: usize = 64 << 10;
 const PROBLEM_JSON: &str = "application/problem+json";
 
+/// A failure the route was asked for: `status` (a bare 503 unless given), with the query's
+/// `retry_after` if any, counted among the injected failures.
+fn injected_failure(
+    state: &State,
+    status: Option<u64>,
+    body: &str,
+    query: &HashMap<String, String>,
+) -> Response<Body> {
+    state
+        .counters
+        .injected_failures
+        .fetch_add(1, Ordering::Relaxed);
+    let status = status
+        .and_then(|s| u16::try_from(s).ok())
+        .and_then(|s| StatusCode::from_u16(s).ok())
+        .unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+    with_retry_after(text(status, body), query.get("retry_after"))
+}
+
 pub(crate) async fn handle(
     state: Arc<State>,
     peer: SocketAddr,
@@ -72,17 +91,21 @@ pub(crate) async fn handle(
         (["page", id], _) => html_page(id),
         (["flaky", _], _) => {
             if nth <= param("fail").unwrap_or(0) {
-                state
-                    .counters
-                    .injected_failures
-                    .fetch_add(1, Ordering::Relaxed);
-                let status = param("status")
-                    .and_then(|s| u16::try_from(s).ok())
-                    .and_then(|s| StatusCode::from_u16(s).ok())
-                    .unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-                with_retry_after(text(status, "injected failure"), query.get("retry_after"))
+                injected_failure(&state, param("status"), "injected failure", &query)
             } else {
                 text(StatusCode::OK, &format!("ok after {nth} requests"))
+            }
+        }
+        // Up for `after_ms` from the first request to the path, then down for `for_ms`, then up
+        // again: a site that went away for a while and came back.
+        (["outage", id], _) => {
+            let since = state.since_first(&path);
+            let down_from = Duration::from_millis(param("after_ms").unwrap_or(1000));
+            let up_from = down_from + Duration::from_millis(param("for_ms").unwrap_or(5000));
+            if since >= down_from && since < up_from {
+                injected_failure(&state, param("status"), "down for a while", &query)
+            } else {
+                text(StatusCode::OK, &format!("{id} up"))
             }
         }
         (["orders"], &Method::POST) => create_order(&state, request, &query).await,

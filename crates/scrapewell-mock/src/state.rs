@@ -196,6 +196,7 @@ pub(crate) struct Identities {
 #[derive(Debug, Default)]
 struct PathLog {
     count: u64,
+    first: Option<Instant>,
     arrivals: Vec<Instant>,
 }
 
@@ -250,10 +251,20 @@ impl State {
         let mut paths = lock(&self.paths);
         let log = paths.entry(path.to_owned()).or_default();
         log.count += 1;
+        let now = Instant::now();
+        log.first.get_or_insert(now);
         if log.arrivals.len() < ARRIVALS_KEPT {
-            log.arrivals.push(Instant::now());
+            log.arrivals.push(now);
         }
         log.count
+    }
+
+    /// How long ago the first request to `path` arrived (zero for none yet).
+    pub(crate) fn since_first(&self, path: &str) -> Duration {
+        lock(&self.paths)
+            .get(path)
+            .and_then(|log| log.first)
+            .map_or(Duration::ZERO, |first| first.elapsed())
     }
 
     pub(crate) fn hits(&self, path: &str) -> u64 {
