@@ -307,8 +307,8 @@ async fn a_host_down_for_a_while_gets_the_clients_pace_back_once_it_answers() {
 /// A client told 50/s, four at a time, against a host up for 2 s, down for 5 s answering bare
 /// 503s, then up again: how many requests reach the host in the second before it goes down,
 /// while it is down, and in the 4 s from 5 s after it is back. While it is down, each refusal
-/// halves the rate it is tried at, so the first try after the outage may come up to about as
-/// long after it as the outage lasted. The pace of the outage's last refusal used to hold the
+/// takes a fifth off the rate it is tried at, so the first try after the outage may come up to
+/// about a quarter of its length after it. The pace of the outage's last refusal used to hold the
 /// host: a request every second or two, for minutes (2 in the second from 4 s after, against 47
 /// before). The floor is a quarter of the rate before: a stall of a second or two does not fail
 /// it, a host held at the outage's pace does.

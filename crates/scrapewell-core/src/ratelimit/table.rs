@@ -920,9 +920,11 @@ impl HostState {
                 && window_refused + self.window_accepted >= 2;
             let backoff = match self.delivered_every(now) {
                 // Refusing everything (see `resume`): no pace helps until the host answers
-                // again, when the pace it had comes back, so meanwhile it is tried half as
-                // often with each refusal.
-                _ if self.refuses_everything(current) => Some(current.saturating_mul(2)),
+                // again, when the pace it had comes back, so meanwhile each refusal takes a
+                // fifth off the rate it is tried at. The first try after the host is back
+                // then comes at most about a quarter of the time it was down after it (halved
+                // each time, as long as it was down: 20 s after 30 s of 503s).
+                _ if self.refuses_everything(current) => Some(current.saturating_mul(5) / 4),
                 Some(delivered) if heavy => Some(gentle.max(delivered * 11 / 10)),
                 None if refused_half => Some(current.saturating_mul(4)),
                 _ => None,
@@ -1125,8 +1127,15 @@ impl HostState {
         // a new window starts with this answer.
         self.sent_every = 0;
         self.window_start = 0;
-        // Slots given under the slower pace are taken back (see `leave`).
+        // Slots given under the slower pace are taken back (see `leave`), and so are the
+        // quota's cells they took, seconds ahead: the next one is a spacing from now at most.
         self.last_admit = self.last_admit.min(now);
+        if self.tat > 0 {
+            // Stored plus one.
+            self.tat = self
+                .tat
+                .min(now.saturating_add(quota_interval).saturating_add(1));
+        }
         self.last_cut = now;
         self.last_step = now;
         if let Some(waiters) = &self.waiters {

@@ -1613,7 +1613,9 @@ where
 async fn a_host_down_for_a_while_gets_its_pace_back_when_it_answers_again() {
     // Up for 5 s, then down for 30 s answering bare 503s, then up again. The pace of the
     // outage's last refusal used to hold the host: one request in 30 s for a minute and more.
-    for concurrency in [1, 8] {
+    // Under a quota, the slots given at the outage's pace had also moved its cells seconds
+    // ahead, which held the first requests after it as long.
+    for (concurrency, quota) in [(1, None), (8, None), (8, Some(200))] {
         let started = Instant::now();
         let (down_from, up_from) = (Duration::from_secs(5), Duration::from_secs(35));
         let arrivals = Arc::new(Mutex::new(Vec::new()));
@@ -1628,9 +1630,13 @@ async fn a_host_down_for_a_while_gets_its_pace_back_when_it_answers_again() {
             };
             async move { Ok::<_, BoxError>(status(code, &[])) }
         });
-        let service = RateLimitLayer::new(Arc::new(HostTable::new(TableSettings::default())))
-            .jitter(0.0)
-            .layer(answering_in(server, Duration::from_millis(2)));
+        let layer =
+            RateLimitLayer::new(Arc::new(HostTable::new(TableSettings::default()))).jitter(0.0);
+        let layer = match quota {
+            Some(rate) => layer.default_quota(per_second(rate)),
+            None => layer,
+        };
+        let service = layer.layer(answering_in(server, Duration::from_millis(2)));
         send_concurrently_until(
             &service,
             concurrency,
@@ -1702,7 +1708,7 @@ async fn a_fixed_window_that_says_nothing_is_spent_each_window() {
                  last 600 refused, {rate:.2}/s accepted"
             );
             assert!(rate >= 9.0, "{rate:.2}/s accepted, against 10/s");
-            assert!(late <= 120, "{late} of the last 600 refused");
+            assert!(late <= 150, "{late} of the last 600 refused");
         }
     }
 }
