@@ -949,10 +949,9 @@ impl HostState {
             // A host that refuses everything is still tried now and then, not parked for ever.
             self.backoff = backoff.min(max_pause);
             self.cuts_in_a_row = self.cuts_in_a_row.saturating_add(1);
-            // The slots given under the old pace are taken back (see `leave`): the next one is
-            // a new interval from now.
-            self.last_admit = self.last_admit.min(now);
-            self.last_cut = now;
+            // The slots given under the old pace are taken back: the next one is a new interval
+            // from now.
+            self.take_back_slots(now);
             self.last_step = now;
             self.probes = 0;
         }
@@ -1055,8 +1054,7 @@ impl HostState {
         // quarter, as much as before, and read so). The slots given before are taken back, as
         // a cut does.
         self.backoff = current.saturating_mul(2).min(max_pause).max(self.backoff);
-        self.last_admit = self.last_admit.min(now);
-        self.last_cut = now;
+        self.take_back_slots(now);
         Stage::Held
     }
 
@@ -1111,12 +1109,8 @@ impl HostState {
             return;
         }
         let delivered = self.delivered_every;
-        let interval = delivered.saturating_mul(11) / 10;
-        self.backoff = if interval <= quota_interval || interval < 1_000_000 {
-            0
-        } else {
-            interval.min(max_pause)
-        };
+        self.backoff =
+            learned_spacing(delivered.saturating_mul(11) / 10, quota_interval).min(max_pause);
         self.refused_at = delivered;
         self.series_from = 0;
         self.stage_pace = 0;
@@ -1127,20 +1121,27 @@ impl HostState {
         // a new window starts with this answer.
         self.sent_every = 0;
         self.window_start = 0;
-        // Slots given under the slower pace are taken back (see `leave`), and so are the
-        // quota's cells they took, seconds ahead: the next one is a spacing from now at most.
-        self.last_admit = self.last_admit.min(now);
+        // Slots given under the slower pace are taken back, and so are the quota's cells they
+        // took, seconds ahead: the next one is a spacing from now at most.
+        self.take_back_slots(now);
         if self.tat > 0 {
             // Stored plus one.
             self.tat = self
                 .tat
                 .min(now.saturating_add(quota_interval).saturating_add(1));
         }
-        self.last_cut = now;
         self.last_step = now;
         if let Some(waiters) = &self.waiters {
             waiters.paced.notify_waiters();
         }
+    }
+
+    /// Takes back the slots given under the pace until `now`: a request waiting for one takes a
+    /// new slot in the pace in force when it wakes (see `leave`), and refusals of requests sent
+    /// before now do not cut the pace again.
+    fn take_back_slots(&mut self, now: u64) {
+        self.last_admit = self.last_admit.min(now);
+        self.last_cut = now;
     }
 
     /// Whether the host refuses everything, whatever the pace: cut [`CUTS_IN_A_ROW`] times in a
@@ -1315,12 +1316,7 @@ impl HostState {
             1.0
         };
         let step = (settings.recovery * refused_rate * probe).max((plateau - rate) / 3.0);
-        let interval = (1e9 / (rate + step)) as u64;
-        self.backoff = if interval <= quota_interval || interval < 1_000_000 {
-            0
-        } else {
-            interval
-        };
+        self.backoff = learned_spacing((1e9 / (rate + step)) as u64, quota_interval);
         if self.backoff <= self.series_from {
             self.series_from = 0;
         }
@@ -1382,6 +1378,16 @@ impl fmt::Debug for HostTable {
             .field("hosts", &self.len())
             .field("settings", &self.settings)
             .finish()
+    }
+}
+
+/// The spacing a learned `interval` keeps beyond the quota's (`quota_interval`, 0 for none):
+/// none when the quota, or a millisecond, spaces requests as much already.
+fn learned_spacing(interval: u64, quota_interval: u64) -> u64 {
+    if interval <= quota_interval || interval < 1_000_000 {
+        0
+    } else {
+        interval
     }
 }
 
